@@ -1,0 +1,249 @@
+//! Cache keys: BLAKE3 over fields written one by one, each with its length.
+//!
+//! A key is never derived from `Hash`, `Debug` or serde output, whose bytes may change between
+//! compiler or crate versions. Every field is written through [`KeyHasher`], which prefixes
+//! strings and collections with their length so that `("ab", "c")` and `("a", "bc")` differ,
+//! and only ordered collections are hashed so that iteration order cannot leak into a key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The version of every stage fingerprint. Bump it when the meaning of any field written by
+/// [`crate::Stage::fingerprint`] or by an input's [`CacheKey`] impl changes, or when a bug let
+/// two different sets of inputs produce the same key: old records then simply stop matching.
+pub const FINGERPRINT_VERSION: &str = "slipway-stage-v1";
+
+/// A 32-byte BLAKE3 digest, shown as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Lowercase hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    /// The first 12 hex characters, for humans.
+    pub fn short(&self) -> String {
+        self.to_hex()[..12].to_string()
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(hex: &str) -> Option<Digest> {
+        blake3::Hash::from_hex(hex).ok().map(|h| Digest(*h.as_bytes()))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.short())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let hex = String::deserialize(d)?;
+        Digest::from_hex(&hex).ok_or_else(|| serde::de::Error::custom("not a 64-digit hex digest"))
+    }
+}
+
+/// Writes fields into a BLAKE3 hasher with explicit framing.
+pub struct KeyHasher(blake3::Hasher);
+
+impl KeyHasher {
+    /// A hasher whose first field is the namespace `version`, e.g. [`FINGERPRINT_VERSION`].
+    pub fn new(version: &str) -> KeyHasher {
+        let mut h = KeyHasher(blake3::Hasher::new());
+        h.str(version);
+        h
+    }
+
+    /// A length-prefixed byte string.
+    pub fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        self.u64(bytes.len() as u64);
+        self.0.update(bytes);
+        self
+    }
+
+    /// A length-prefixed UTF-8 string.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.bytes(s.as_bytes())
+    }
+
+    /// A fixed-width integer.
+    pub fn u64(&mut self, n: u64) -> &mut Self {
+        self.0.update(&n.to_le_bytes());
+        self
+    }
+
+    /// A one-byte tag, for enum variants and booleans.
+    pub fn tag(&mut self, t: u8) -> &mut Self {
+        self.0.update(&[t]);
+        self
+    }
+
+    /// Another key's value.
+    pub fn key(&mut self, value: &(impl CacheKey + ?Sized)) -> &mut Self {
+        value.cache_key(self);
+        self
+    }
+
+    /// The digest of everything written so far.
+    pub fn finish(&self) -> Digest {
+        Digest(*self.0.finalize().as_bytes())
+    }
+}
+
+/// A value that can be written into a cache key.
+///
+/// Implementations write every field that can change behaviour, with framing, in a fixed order.
+pub trait CacheKey {
+    /// Writes `self` into `h`.
+    fn cache_key(&self, h: &mut KeyHasher);
+}
+
+impl CacheKey for str {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        h.str(self);
+    }
+}
+
+impl CacheKey for String {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        h.str(self);
+    }
+}
+
+impl CacheKey for bool {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        h.tag(u8::from(*self));
+    }
+}
+
+impl CacheKey for u64 {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        h.u64(*self);
+    }
+}
+
+impl CacheKey for Digest {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        h.bytes(&self.0);
+    }
+}
+
+impl<T: CacheKey> CacheKey for Option<T> {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        match self {
+            None => h.tag(0),
+            Some(v) => h.tag(1).key(v),
+        };
+    }
+}
+
+impl<T: CacheKey> CacheKey for [T] {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        h.u64(self.len() as u64);
+        self.iter().for_each(|v| v.cache_key(h));
+    }
+}
+
+impl<T: CacheKey> CacheKey for Vec<T> {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        self.as_slice().cache_key(h);
+    }
+}
+
+impl<K: CacheKey, V: CacheKey> CacheKey for BTreeMap<K, V> {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        h.u64(self.len() as u64);
+        for (k, v) in self {
+            h.key(k).key(v);
+        }
+    }
+}
+
+/// JSON values are keyed by their canonical form: objects with sorted keys (serde_json's
+/// default `Map` is a `BTreeMap`), numbers as serde_json prints them.
+impl CacheKey for serde_json::Value {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        use serde_json::Value;
+        match self {
+            Value::Null => h.tag(0),
+            Value::Bool(b) => h.tag(1).key(b),
+            Value::Number(n) => h.tag(2).str(&n.to_string()),
+            Value::String(s) => h.tag(3).str(s),
+            Value::Array(items) => h.tag(4).key(items),
+            Value::Object(map) => {
+                h.tag(5).u64(map.len() as u64);
+                for (k, v) in map {
+                    h.str(k).key(v);
+                }
+                h
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(f: impl FnOnce(&mut KeyHasher)) -> Digest {
+        let mut h = KeyHasher::new("test-v1");
+        f(&mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn framing_separates_adjacent_strings() {
+        assert_ne!(key(|h| drop(h.str("ab").str("c"))), key(|h| drop(h.str("a").str("bc"))));
+    }
+
+    #[test]
+    fn nesting_is_framed() {
+        let a = vec![vec!["a".to_string()], vec![]];
+        let b = vec![vec![], vec!["a".to_string()]];
+        assert_ne!(key(|h| drop(h.key(&a))), key(|h| drop(h.key(&b))));
+    }
+
+    #[test]
+    fn version_changes_every_key() {
+        let v1 = KeyHasher::new("x-v1").str("same").finish();
+        let v2 = KeyHasher::new("x-v2").str("same").finish();
+        assert_ne!(v1, v2);
+    }
+
+    #[test]
+    fn json_objects_ignore_insertion_order() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"a":1,"b":[true,null]}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"b":[true,null],"a":1}"#).unwrap();
+        assert_eq!(key(|h| drop(h.key(&a))), key(|h| drop(h.key(&b))));
+        let c: serde_json::Value = serde_json::from_str(r#"{"a":"1","b":[true,null]}"#).unwrap();
+        assert_ne!(key(|h| drop(h.key(&a))), key(|h| drop(h.key(&c))));
+    }
+
+    #[test]
+    fn digest_hex_round_trips() {
+        let d = Digest::of(b"slipway");
+        assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
+        assert_eq!(Digest::from_hex("zz"), None);
+    }
+}

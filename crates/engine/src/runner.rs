@@ -1,0 +1,260 @@
+//! The runner: stages in dependency order, independent ones at the same time, each either
+//! restored from the step cache or run, and a summary at the end.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::cache_key::Digest;
+use crate::context::StageContext;
+use crate::outputs::{Stash, restore_outputs, store_outputs};
+use crate::plan::{differing_outputs, observe_outputs, resolve};
+use crate::record::{RECORD_SCHEMA, StageRecord, outputs_digest};
+use crate::report::Reporter;
+use crate::stage::{Pipeline, Stage, StageError};
+use crate::workspace::Workspace;
+
+/// How a run treats the step cache.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Run every stage, ignoring recorded results (results are still recorded).
+    pub no_cache: bool,
+    /// Run these stages even if a record matches.
+    pub force: Vec<String>,
+}
+
+/// What happened to one stage.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Its action ran and succeeded.
+    Ran,
+    /// A record matched and the outputs were already in place.
+    Cached,
+    /// A record matched and the outputs were restored from the step cache.
+    Restored,
+    /// A gate said no (exit 1).
+    Rejected(String),
+    /// The stage could not do its job (exit 2).
+    Failed(String),
+    /// Not run because an upstream stage did not succeed.
+    Skipped(String),
+}
+
+impl Outcome {
+    /// One word for tables.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::Ran => "ran",
+            Outcome::Cached => "cached",
+            Outcome::Restored => "restored",
+            Outcome::Rejected(_) => "rejected",
+            Outcome::Failed(_) => "failed",
+            Outcome::Skipped(_) => "skipped",
+        }
+    }
+
+    /// Whether dependents may run.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Outcome::Ran | Outcome::Cached | Outcome::Restored)
+    }
+}
+
+/// One row of the summary.
+#[derive(Clone, Debug)]
+pub struct StageReport {
+    /// The stage.
+    pub stage: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Wall time, including hashing.
+    pub elapsed: Duration,
+}
+
+/// The result of a run.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    /// One row per stage, in declaration order.
+    pub stages: Vec<StageReport>,
+}
+
+impl RunSummary {
+    /// 0 when every stage succeeded, 2 when any could not do its job, else 1.
+    pub fn exit_code(&self) -> u8 {
+        let any = |f: fn(&Outcome) -> bool| self.stages.iter().any(|s| f(&s.outcome));
+        if any(|o| matches!(o, Outcome::Failed(_))) {
+            2
+        } else if any(|o| !o.succeeded()) {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// How many stages ended with `word` (see [`Outcome::word`]).
+    pub fn count(&self, word: &str) -> usize {
+        self.stages.iter().filter(|s| s.outcome.word() == word).count()
+    }
+}
+
+type Done = Option<(Outcome, Option<Digest>)>;
+
+/// Runs `pipeline` in `ws`, reporting progress to `reporter`.
+pub async fn run(
+    pipeline: &Pipeline,
+    ws: Arc<Workspace>,
+    opts: &RunOptions,
+    reporter: Arc<dyn Reporter>,
+) -> RunSummary {
+    for secret in ws.secret_values() {
+        reporter.secret(secret);
+    }
+    let mut done: BTreeMap<String, watch::Receiver<Done>> = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for stage in pipeline.stages() {
+        let (tx, rx) = watch::channel(None);
+        let upstream: Vec<(String, watch::Receiver<Done>)> =
+            stage.after.iter().map(|up| (up.clone(), done[up].clone())).collect();
+        done.insert(stage.name.clone(), rx);
+        let job = Job { stage: stage.clone(), ws: ws.clone(), opts: opts.clone(), reporter: reporter.clone() };
+        tasks.push(tokio::spawn(async move {
+            let report = job.run_after(upstream).await;
+            let _ = tx.send(Some((report.0.outcome.clone(), report.1)));
+            report.0
+        }));
+    }
+    let mut summary = RunSummary::default();
+    for task in tasks {
+        summary.stages.push(task.await.expect("stage tasks do not panic"));
+    }
+    if let Err(e) = ws.save_stat_cache() {
+        reporter.warn(&format!("{e:#}"));
+    }
+    reporter.finished(&summary);
+    summary
+}
+
+struct Job {
+    stage: Stage,
+    ws: Arc<Workspace>,
+    opts: RunOptions,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl Job {
+    async fn run_after(self, upstream: Vec<(String, watch::Receiver<Done>)>) -> (StageReport, Option<Digest>) {
+        let mut digests = BTreeMap::new();
+        for (name, mut rx) in upstream {
+            let done = rx.wait_for(Option::is_some).await.expect("upstream tasks always send").clone();
+            match done {
+                Some((outcome, Some(digest))) if outcome.succeeded() => drop(digests.insert(name, digest)),
+                _ => return self.finish(Outcome::Skipped(format!("`{name}` did not succeed")), Duration::ZERO, None),
+            }
+        }
+        let start = Instant::now();
+        let name = self.stage.name.clone();
+        let (ws, opts, reporter, stage) =
+            (self.ws.clone(), self.opts.clone(), self.reporter.clone(), self.stage.clone());
+        let result = tokio::task::spawn_blocking(move || execute(&stage, &ws, &opts, &*reporter, &digests)).await;
+        let (outcome, digest) =
+            result.unwrap_or_else(|e| (Outcome::Failed(format!("stage `{name}` panicked: {e}")), None));
+        self.finish(outcome, start.elapsed(), digest)
+    }
+
+    fn finish(&self, outcome: Outcome, elapsed: Duration, digest: Option<Digest>) -> (StageReport, Option<Digest>) {
+        let report = StageReport { stage: self.stage.name.clone(), outcome, elapsed };
+        let log = std::fs::read_to_string(log_path(&self.ws, &self.stage.name)).unwrap_or_default();
+        self.reporter.stage_finished(&report, &log);
+        (report, digest)
+    }
+}
+
+fn log_path(ws: &Workspace, stage: &str) -> std::path::PathBuf {
+    ws.state_path(&format!("logs/{stage}.log"))
+}
+
+/// Plans, restores or runs one stage; returns its outcome and outputs digest.
+fn execute(
+    stage: &Stage,
+    ws: &Workspace,
+    opts: &RunOptions,
+    reporter: &dyn Reporter,
+    upstream: &BTreeMap<String, Digest>,
+) -> (Outcome, Option<Digest>) {
+    let log = log_path(ws, &stage.name);
+    let _ = std::fs::create_dir_all(log.parent().expect("logs live in a directory"));
+    let _ = std::fs::write(&log, b"");
+    reporter.stage_started(&stage.name, &stage.about);
+    match try_execute(stage, ws, opts, reporter, upstream, log) {
+        Ok((outcome, digest)) => (outcome, Some(digest)),
+        Err(StageError::Rejected(reason)) => (Outcome::Rejected(ws.redact(&reason)), None),
+        Err(StageError::Failed(e)) => (Outcome::Failed(ws.redact(&format!("{e:#}"))), None),
+    }
+}
+
+fn try_execute(
+    stage: &Stage,
+    ws: &Workspace,
+    opts: &RunOptions,
+    reporter: &dyn Reporter,
+    upstream: &BTreeMap<String, Digest>,
+    log: std::path::PathBuf,
+) -> Result<(Outcome, Digest), StageError> {
+    let progress = |n: u64| reporter.hashing(&stage.name, n);
+    let resolved = resolve(stage, ws, upstream, &progress).context("cannot read the stage's inputs")?;
+    let use_cache = !opts.no_cache && !opts.force.contains(&stage.name);
+    if use_cache && let Some(record) = ws.store().record(&stage.name, &resolved.fingerprint)? {
+        match reuse(stage, ws, &record) {
+            Ok(outcome) => {
+                ws.set_last_record(&record)?;
+                return Ok((outcome, record.outputs_digest));
+            }
+            Err(e) => reporter.warn(&format!("{}: cannot reuse the cached result, running instead: {e:#}", stage.name)),
+        }
+    }
+    let start = Instant::now();
+    let stash = Stash::take(ws, &stage.outputs)?;
+    let ctx = StageContext { stage: &stage.name, workspace: ws, log: log.into() };
+    let ran = (stage.action)(&ctx).and_then(|()| record_run(stage, ws, resolved, start.elapsed()).map_err(Into::into));
+    match ran {
+        Ok(digest) => Ok((Outcome::Ran, digest)),
+        Err(e) => {
+            stash.put_back(&stage.outputs).context("cannot restore the previous outputs")?;
+            Err(e)
+        }
+    }
+}
+
+/// Uses a matching record: the outputs are either in place already or restored.
+fn reuse(stage: &Stage, ws: &Workspace, record: &StageRecord) -> anyhow::Result<Outcome> {
+    if differing_outputs(&record.outputs, &observe_outputs(stage, ws)?).is_empty() {
+        return Ok(Outcome::Cached);
+    }
+    restore_outputs(ws, &stage.outputs, &record.outputs)?;
+    Ok(Outcome::Restored)
+}
+
+fn record_run(
+    stage: &Stage,
+    ws: &Workspace,
+    resolved: crate::plan::Resolved,
+    elapsed: Duration,
+) -> anyhow::Result<Digest> {
+    let outputs = observe_outputs(stage, ws)?;
+    store_outputs(ws, &outputs)?;
+    let record = StageRecord {
+        schema: RECORD_SCHEMA.to_string(),
+        stage: stage.name.clone(),
+        fingerprint: resolved.fingerprint,
+        inputs: resolved.inputs,
+        outputs_digest: outputs_digest(&outputs),
+        outputs,
+        duration_ms: elapsed.as_millis() as u64,
+        finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    };
+    ws.store().put_record(&record)?;
+    ws.set_last_record(&record)?;
+    Ok(record.outputs_digest)
+}

@@ -1,0 +1,229 @@
+//! Walking declared paths and hashing what they hold, in parallel, through the stat cache.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::cache_key::{CacheKey, Digest, KeyHasher};
+use crate::fsutil::relative_utf8;
+use crate::stat_cache::{StatCache, StatKey};
+
+/// What a path in a manifest is. The executable bit is part of a file's identity: a script
+/// that lost it behaves differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A regular file without any execute bit.
+    File,
+    /// A regular file with at least one execute bit.
+    Executable,
+    /// A symbolic link; its digest is that of the target path, which is not followed.
+    Symlink,
+    /// A declared path that does not exist. Its absence is an input too.
+    Missing,
+}
+
+/// One file of a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative to the workspace root, `/`-separated.
+    pub path: String,
+    /// See [`EntryKind`].
+    pub kind: EntryKind,
+    /// Bytes; 0 for symlinks and missing paths.
+    pub size: u64,
+    /// BLAKE3 of the contents (or of the link target).
+    pub digest: Digest,
+}
+
+impl CacheKey for FileEntry {
+    fn cache_key(&self, h: &mut KeyHasher) {
+        let kind = match self.kind {
+            EntryKind::File => 0,
+            EntryKind::Executable => 1,
+            EntryKind::Symlink => 2,
+            EntryKind::Missing => 3,
+        };
+        h.str(&self.path).tag(kind).u64(self.size).key(&self.digest);
+    }
+}
+
+/// Glob patterns of paths that are never inputs or outputs. A pattern without `/` matches a
+/// name anywhere in the tree (as in `.gitignore`): `target` skips every `target` directory.
+#[derive(Clone, Debug)]
+pub struct Ignore {
+    patterns: Vec<String>,
+    set: GlobSet,
+}
+
+impl Ignore {
+    /// Compiles `patterns`.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Ignore> {
+        let mut builder = GlobSetBuilder::new();
+        for p in patterns {
+            let p = p.as_ref();
+            builder.add(Glob::new(p).with_context(|| format!("bad ignore pattern `{p}`"))?);
+            if !p.contains('/') {
+                builder.add(Glob::new(&format!("**/{p}"))?);
+            }
+        }
+        let patterns = patterns.iter().map(|p| p.as_ref().to_string()).collect();
+        Ok(Ignore { patterns, set: builder.build()? })
+    }
+
+    /// The patterns as given, for cache keys and messages.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// Whether the relative path `rel` is ignored.
+    pub fn is_match(&self, rel: &str) -> bool {
+        self.set.is_match(rel)
+    }
+}
+
+/// Hashes trees under one root, reusing digests from the stat cache.
+pub struct TreeHasher<'a> {
+    root: &'a Path,
+    stat: &'a Mutex<StatCache>,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+struct Found {
+    rel: String,
+    kind: EntryKind,
+    stat: StatKey,
+    size: u64,
+}
+
+impl<'a> TreeHasher<'a> {
+    /// A hasher that reports every hashed byte count to `progress`.
+    pub fn new(root: &'a Path, stat: &'a Mutex<StatCache>, progress: &'a (dyn Fn(u64) + Sync)) -> Self {
+        TreeHasher { root, stat, progress }
+    }
+
+    /// The manifest of `paths` (files or directories relative to the root), sorted by path.
+    pub fn manifest(&self, paths: &[String], ignore: &Ignore) -> Result<Vec<FileEntry>> {
+        let mut found = Vec::new();
+        let mut entries = Vec::new();
+        for p in paths {
+            match fs::symlink_metadata(self.root.join(p)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => entries.push(missing(p)),
+                Err(e) => return Err(e).with_context(|| format!("cannot read `{p}`")),
+                Ok(meta) if meta.is_dir() => self.walk(p, ignore, &mut found)?,
+                Ok(meta) => found.push(Found::new(p.clone(), &meta)),
+            }
+        }
+        entries.extend(self.hash(found)?);
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        entries.dedup_by(|a, b| a.path == b.path);
+        Ok(entries)
+    }
+
+    fn walk(&self, dir: &str, ignore: &Ignore, found: &mut Vec<Found>) -> Result<()> {
+        let root = self.root;
+        let walker = walkdir::WalkDir::new(root.join(dir)).follow_links(false).sort_by_file_name();
+        let walker = walker.into_iter().filter_entry(|e| {
+            relative_utf8(root, e.path()).map_or(true, |rel| e.depth() == 0 || !ignore.is_match(&rel))
+        });
+        for entry in walker {
+            let entry = entry.with_context(|| format!("cannot walk `{dir}`"))?;
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let rel = relative_utf8(root, entry.path())?;
+            let meta = entry.metadata().with_context(|| format!("cannot stat `{rel}`"))?;
+            found.push(Found::new(rel, &meta));
+        }
+        Ok(())
+    }
+
+    /// Digests for `found`: from the stat cache where it still holds, hashed in parallel otherwise.
+    fn hash(&self, found: Vec<Found>) -> Result<Vec<FileEntry>> {
+        let cached: Vec<Option<Digest>> = {
+            let stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
+            found.iter().map(|f| stat.get(&f.rel, &f.stat)).collect()
+        };
+        // A freshly hashed entry carries the stat taken by the walk, *before* the file was
+        // read: that is the one the stat cache may store (see `StatCache::insert`).
+        let hashed: Vec<Result<(FileEntry, Option<StatKey>)>> = found
+            .into_par_iter()
+            .zip(cached)
+            .map(|(f, cached)| match cached {
+                Some(digest) => Ok((f.entry(digest), None)),
+                None => self.hash_one(&f).map(|d| (f.entry(d), Some(f.stat))),
+            })
+            .collect();
+        let mut stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(hashed.len());
+        for item in hashed {
+            let (entry, fresh) = item?;
+            if let Some(before) = fresh {
+                stat.insert(&entry.path, before, entry.digest);
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    fn hash_one(&self, f: &Found) -> Result<Digest> {
+        let path = self.root.join(&f.rel);
+        if f.kind == EntryKind::Symlink {
+            let target = fs::read_link(&path).with_context(|| format!("cannot read link `{}`", f.rel))?;
+            return Ok(Digest::of(target.as_os_str().as_encoded_bytes()));
+        }
+        let file = File::open(&path).with_context(|| format!("cannot open `{}`", f.rel))?;
+        hash_reader(file, self.progress).with_context(|| format!("cannot read `{}`", f.rel))
+    }
+}
+
+impl Found {
+    fn new(rel: String, meta: &fs::Metadata) -> Found {
+        let kind = if meta.file_type().is_symlink() {
+            EntryKind::Symlink
+        } else if meta.permissions().mode() & 0o111 != 0 {
+            EntryKind::Executable
+        } else {
+            EntryKind::File
+        };
+        let size = if kind == EntryKind::Symlink { 0 } else { meta.len() };
+        Found { rel, kind, stat: StatKey::of(meta), size }
+    }
+
+    fn entry(&self, digest: Digest) -> FileEntry {
+        FileEntry { path: self.rel.clone(), kind: self.kind, size: self.size, digest }
+    }
+}
+
+fn missing(rel: &str) -> FileEntry {
+    FileEntry { path: rel.to_string(), kind: EntryKind::Missing, size: 0, digest: Digest::of(b"") }
+}
+
+/// BLAKE3 of everything `reader` yields, reporting progress per buffer. Large buffers are hashed
+/// with BLAKE3's own parallelism, so one big file still uses every core.
+pub fn hash_reader(mut reader: impl Read, progress: &(dyn Fn(u64) + Sync)) -> io::Result<Digest> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n >= 256 * 1024 {
+            hasher.update_rayon(&buf[..n]);
+        } else {
+            hasher.update(&buf[..n]);
+        }
+        progress(n as u64);
+    }
+    Ok(Digest(*hasher.finalize().as_bytes()))
+}

@@ -1,0 +1,136 @@
+//! The workspace: a root directory, Slipway's state under it, the environment snapshot, and
+//! the caches shared by every stage of a run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+
+use crate::fsutil::write_atomic;
+use crate::record::StageRecord;
+use crate::stat_cache::StatCache;
+use crate::store::{LocalStore, StepStore};
+
+/// The directory under the root that holds Slipway's state; it belongs in `.gitignore`.
+pub const STATE_DIR: &str = ".slipway";
+
+/// Everything a plan or a run needs to know about where it happens.
+pub struct Workspace {
+    root: PathBuf,
+    env: BTreeMap<String, String>,
+    secrets: Vec<String>,
+    stat: Mutex<StatCache>,
+    store: Box<dyn StepStore>,
+    tools: Mutex<HashMap<Vec<String>, String>>,
+}
+
+impl Workspace {
+    /// A workspace at `root` with the given environment snapshot and the local step cache
+    /// under `.slipway/cache`.
+    pub fn new(root: &Path, env: BTreeMap<String, String>) -> Workspace {
+        let root = root.to_path_buf();
+        let state = root.join(STATE_DIR);
+        Workspace {
+            stat: Mutex::new(StatCache::load(&state.join("stat-cache.json"))),
+            store: Box::new(LocalStore::new(state.join("cache"))),
+            root,
+            env,
+            secrets: Vec::new(),
+            tools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A workspace for the current process: its environment and the root given.
+    pub fn from_process_env(root: &Path) -> Workspace {
+        Workspace::new(root, std::env::vars().collect())
+    }
+
+    /// Uses `store` as the step cache instead of the local directory.
+    pub fn with_store(mut self, store: Box<dyn StepStore>) -> Workspace {
+        self.store = store;
+        self
+    }
+
+    /// Marks the values of these environment variables as secret: they are masked wherever
+    /// Slipway prints or logs text.
+    pub fn with_secrets<S: AsRef<str>>(mut self, names: &[S]) -> Workspace {
+        for name in names {
+            if let Some(v) = self.env.get(name.as_ref()).filter(|v| !v.is_empty()) {
+                self.secrets.push(v.clone());
+            }
+        }
+        // Longest first, so a secret that contains another is masked whole.
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The environment snapshot.
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    /// The values of secret variables, for masking.
+    pub fn secret_values(&self) -> &[String] {
+        &self.secrets
+    }
+
+    /// `text` with every secret value replaced by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets.iter().fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+    }
+
+    /// The step cache.
+    pub fn store(&self) -> &dyn StepStore {
+        &*self.store
+    }
+
+    pub(crate) fn stat_cache(&self) -> &Mutex<StatCache> {
+        &self.stat
+    }
+
+    /// Saves the stat cache. Failing to is harmless (files are hashed again), so it is only logged.
+    pub fn save_stat_cache(&self) -> Result<()> {
+        let mut stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
+        stat.save().context("cannot save the stat cache")
+    }
+
+    /// A path under `.slipway/`.
+    pub fn state_path(&self, rel: &str) -> PathBuf {
+        self.root.join(STATE_DIR).join(rel)
+    }
+
+    /// The record of the last successful run of `stage` here, for `status` to compare against.
+    pub fn last_record(&self, stage: &str) -> Option<StageRecord> {
+        let bytes = std::fs::read(self.state_path(&format!("last/{stage}.json"))).ok()?;
+        serde_json::from_slice::<StageRecord>(&bytes).ok().filter(StageRecord::is_current)
+    }
+
+    pub(crate) fn set_last_record(&self, record: &StageRecord) -> Result<()> {
+        let path = self.state_path(&format!("last/{}.json", record.stage));
+        write_atomic(&path, &serde_json::to_vec_pretty(record)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The version line `argv` prints, memoised for the run.
+    pub fn tool_version(&self, argv: &[String]) -> Result<String> {
+        if let Some(v) = self.tools.lock().unwrap_or_else(|e| e.into_inner()).get(argv) {
+            return Ok(v.clone());
+        }
+        let (program, args) = argv.split_first().context("a tool input needs a command")?;
+        let sh = xshell::Shell::new()?;
+        sh.change_dir(&self.root);
+        let out = xshell::cmd!(sh, "{program} {args...}")
+            .quiet()
+            .read()
+            .with_context(|| format!("could not read the version of `{program}`; is it installed?"))?;
+        let version = out.trim().to_string();
+        self.tools.lock().unwrap_or_else(|e| e.into_inner()).insert(argv.to_vec(), version.clone());
+        Ok(version)
+    }
+}

@@ -1,0 +1,59 @@
+//! Command-line flags.
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  everything passed (or was restored from the cache)
+  1  a gate judged and rejected: formatting, lints, tests, a validation threshold, a smoke test
+  2  Slipway could not do its job: bad input, a missing tool, an unreachable service, a bug";
+
+/// Slipway: this repository's ML delivery pipeline, run the same way locally and in CI.
+#[derive(Parser)]
+#[command(name = "cargo xtask", after_help = EXIT_CODES)]
+pub struct Flags {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Flags that every command takes.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Common {
+    /// Run STAGE even if its inputs are unchanged (repeatable)
+    #[arg(long, value_name = "STAGE", global = true)]
+    pub force: Vec<String>,
+    /// Ignore the step cache: run every stage (results are still recorded)
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// Print every command's output, not only that of failed stages
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the whole pipeline, restoring every stage whose inputs are unchanged
+    Ci(CiArgs),
+    /// Show, for every stage, whether it is fresh and if not what changed; runs nothing
+    Status(StatusArgs),
+    /// Check formatting and lints (the `lint` stage)
+    Lint,
+    /// Run the workspace tests (the `test` stage)
+    Test,
+}
+
+#[derive(Args)]
+pub struct CiArgs {
+    /// Show what would run and why, like `status`, and run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON
+    #[arg(long)]
+    pub json: bool,
+}
