@@ -158,7 +158,7 @@ pub fn differing_outputs(recorded: &[FileEntry], current: &[FileEntry]) -> Vec<S
     let now: BTreeMap<&str, &FileEntry> = current.iter().map(|e| (e.path.as_str(), e)).collect();
     let was: BTreeMap<&str, &FileEntry> = recorded.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut out: Vec<String> =
-        recorded.iter().filter(|e| now.get(e.path.as_str()) != Some(&e)).map(|e| e.path.clone()).collect();
+        recorded.iter().filter(|e| now.get(e.path.as_str()) != Some(e)).map(|e| e.path.clone()).collect();
     out.extend(current.iter().filter(|e| !was.contains_key(e.path.as_str())).map(|e| e.path.clone()));
     out
 }

@@ -5,11 +5,11 @@
 //!
 //! File timestamps come from a coarse kernel clock (a tick of up to 10 ms; a whole second on
 //! some filesystems), so a file written twice within one tick can keep identical stat fields —
-//! the "racy git" problem. Each hashing pass therefore first writes a marker file and reads its
-//! mtime, the filesystem's own idea of "now". An entry is stored only when the file's mtime and
-//! ctime are strictly older than that marker: any later write to the file must then carry a
-//! timestamp at or past the marker, so it cannot match the stored one. A file changed within
-//! the same tick as the pass is simply hashed again next time.
+//! the "racy git" problem. Each hashing pass therefore first creates a marker file of its own and
+//! reads its mtime, the filesystem's own idea of "now" ([`StatCache::clock`]). An entry is stored
+//! only when the file's mtime and ctime are strictly older than that marker: any write after the
+//! pass began must then carry a timestamp at or past the marker, so it cannot match the stored
+//! one. A file changed within the same tick as the pass is simply hashed again next time.
 
 use std::collections::HashMap;
 use std::fs;
@@ -48,6 +48,10 @@ impl StatKey {
     }
 }
 
+/// The filesystem's time at the start of a hashing pass, in nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock(i64);
+
 #[derive(Serialize, Deserialize)]
 struct Entry {
     stat: StatKey,
@@ -64,8 +68,6 @@ struct OnDisk {
 pub struct StatCache {
     path: PathBuf,
     entries: HashMap<String, Entry>,
-    /// The marker's mtime for the current pass; entries at or past it are not stored.
-    clock_ns: Option<i64>,
     dirty: bool,
 }
 
@@ -79,19 +81,18 @@ impl StatCache {
             .filter(|d| d.version == STAT_CACHE_VERSION)
             .map(|d| d.entries)
             .unwrap_or_default();
-        StatCache { path: path.to_path_buf(), entries, clock_ns: None, dirty: false }
+        StatCache { path: path.to_path_buf(), entries, dirty: false }
     }
 
-    /// Starts a hashing pass: reads the filesystem clock through a marker file next to the cache.
-    pub fn begin_pass(&mut self) -> io::Result<()> {
-        let marker = self.path.with_extension("clock");
-        if let Some(dir) = marker.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        fs::write(&marker, b"")?;
-        let meta = fs::symlink_metadata(&marker)?;
-        self.clock_ns = Some(StatKey::of(&meta).mtime_ns);
-        Ok(())
+    /// The filesystem's clock, read through a new marker file next to the cache. A hashing pass
+    /// reads it before reading any file and hands it to [`StatCache::insert`]. Each call makes its
+    /// own marker, so concurrent passes cannot see each other's time.
+    pub fn clock(&self) -> io::Result<Clock> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let marker = tempfile::Builder::new().prefix(".clock-").tempfile_in(dir)?;
+        let meta = fs::symlink_metadata(marker.path())?;
+        Ok(Clock(StatKey::of(&meta).mtime_ns))
     }
 
     /// The stored digest of `rel`, if its stat fields still match.
@@ -99,10 +100,10 @@ impl StatCache {
         self.entries.get(rel).filter(|e| e.stat == *stat).map(|e| e.digest)
     }
 
-    /// Records the digest of `rel`, taken from a file whose stat was `stat` *before* it was
-    /// read. Racy entries (see the module docs) are dropped instead.
-    pub fn insert(&mut self, rel: &str, stat: StatKey, digest: Digest) {
-        let settled = self.clock_ns.is_some_and(|clock| stat.mtime_ns < clock && stat.ctime_ns < clock);
+    /// Records the digest of `rel`, read after `clock` from a file whose stat was `stat` before
+    /// it was read. Racy entries (see the module docs) are dropped instead.
+    pub fn insert(&mut self, rel: &str, stat: StatKey, digest: Digest, clock: Clock) {
+        let settled = stat.mtime_ns < clock.0 && stat.ctime_ns < clock.0;
         if settled {
             self.entries.insert(rel.to_string(), Entry { stat, digest });
         } else {
@@ -122,5 +123,77 @@ impl StatCache {
         self.entries = on_disk.entries;
         self.dirty = result.is_err();
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(mtime_ns: i64, ctime_ns: i64) -> StatKey {
+        StatKey { size: 10, mtime_ns, ctime_ns, ino: 42, mode: 0o100644 }
+    }
+
+    fn cache() -> (tempfile::TempDir, StatCache) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = StatCache::load(&dir.path().join("stat.json"));
+        (dir, cache)
+    }
+
+    #[test]
+    fn entries_older_than_the_pass_are_kept_and_survive_a_reload() {
+        let (dir, mut cache) = cache();
+        let d = Digest::of(b"x");
+        cache.insert("f", key(100, 100), d, Clock(101));
+        assert_eq!(cache.get("f", &key(100, 100)), Some(d));
+        cache.save().unwrap();
+        let reloaded = StatCache::load(&dir.path().join("stat.json"));
+        assert_eq!(reloaded.get("f", &key(100, 100)), Some(d));
+    }
+
+    #[test]
+    fn racy_entries_are_not_kept() {
+        let (_dir, mut cache) = cache();
+        let d = Digest::of(b"x");
+        // Written in the same tick as the pass began: a later write in that tick could keep
+        // every stat field, so the digest must not be trusted next time.
+        cache.insert("same-tick", key(100, 101), d, Clock(101));
+        cache.insert("mtime-in-future", key(200, 50), d, Clock(101));
+        assert_eq!(cache.get("same-tick", &key(100, 101)), None);
+        assert_eq!(cache.get("mtime-in-future", &key(200, 50)), None);
+    }
+
+    #[test]
+    fn any_changed_field_misses() {
+        let (_dir, mut cache) = cache();
+        cache.insert("f", key(100, 100), Digest::of(b"x"), Clock(1_000));
+        let changed = [
+            StatKey { size: 11, ..key(100, 100) },
+            StatKey { ino: 43, ..key(100, 100) },
+            StatKey { mode: 0o100755, ..key(100, 100) },
+            key(101, 100),
+            key(100, 101),
+        ];
+        for k in changed {
+            assert_eq!(cache.get("f", &k), None, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_cache_file_is_an_empty_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("stat.json"), b"{ not json").unwrap();
+        let cache = StatCache::load(&dir.path().join("stat.json"));
+        assert!(cache.entries.is_empty());
+    }
+
+    #[test]
+    fn the_clock_is_the_filesystem_time_now() {
+        let (dir, cache) = cache();
+        let before = fs::metadata(dir.path()).unwrap();
+        let clock = cache.clock().unwrap();
+        assert!(clock.0 >= StatKey::of(&before).mtime_ns);
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert!(leftovers.is_empty(), "the marker is removed: {leftovers:?}");
     }
 }

@@ -147,9 +147,11 @@ impl<'a> TreeHasher<'a> {
 
     /// Digests for `found`: from the stat cache where it still holds, hashed in parallel otherwise.
     fn hash(&self, found: Vec<Found>) -> Result<Vec<FileEntry>> {
-        let cached: Vec<Option<Digest>> = {
+        let (cached, clock) = {
             let stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
-            found.iter().map(|f| stat.get(&f.rel, &f.stat)).collect()
+            let cached: Vec<Option<Digest>> = found.iter().map(|f| stat.get(&f.rel, &f.stat)).collect();
+            let clock = stat.clock().context("cannot read the filesystem clock under .slipway")?;
+            (cached, clock)
         };
         // A freshly hashed entry carries the stat taken by the walk, *before* the file was
         // read: that is the one the stat cache may store (see `StatCache::insert`).
@@ -166,7 +168,7 @@ impl<'a> TreeHasher<'a> {
         for item in hashed {
             let (entry, fresh) = item?;
             if let Some(before) = fresh {
-                stat.insert(&entry.path, before, entry.digest);
+                stat.insert(&entry.path, before, entry.digest, clock);
             }
             out.push(entry);
         }
