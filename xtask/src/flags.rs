@@ -10,7 +10,7 @@ Exit codes:
 
 /// Slipway: this repository's ML delivery pipeline, run the same way locally and in CI.
 #[derive(Parser)]
-#[command(name = "cargo xtask", after_help = EXIT_CODES)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", after_help = EXIT_CODES)]
 pub struct Flags {
     #[command(subcommand)]
     pub cmd: Cmd,

@@ -38,9 +38,13 @@ fn lint() -> Stage {
 }
 
 fn test() -> Stage {
-    rust_stage("test", "run the workspace tests").param("commands", ["cargo test --workspace"]).run(|ctx| {
-        let sh = ctx.shell();
-        ctx.run("run the workspace tests", cmd!(sh, "cargo test --workspace")).map_err(StageError::rejected)?;
-        Ok(())
-    })
+    // The tidy tests also read the repository's docs and CI files.
+    rust_stage("test", "run the workspace tests")
+        .files("repo", &["README.md", "ARCHITECTURE.md", ".ci", ".github", ".gitignore"])
+        .param("commands", ["cargo test --workspace"])
+        .run(|ctx| {
+            let sh = ctx.shell();
+            ctx.run("run the workspace tests", cmd!(sh, "cargo test --workspace")).map_err(StageError::rejected)?;
+            Ok(())
+        })
 }

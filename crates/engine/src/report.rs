@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::io::{IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,6 +20,8 @@ pub trait Reporter: Send + Sync {
     fn stage_started(&self, stage: &str, about: &str);
     /// `bytes` more bytes of a stage's inputs were hashed.
     fn hashing(&self, stage: &str, bytes: u64);
+    /// Planning is over and the stage's action runs (it was not cached).
+    fn running(&self, _stage: &str) {}
     /// A stage ended; `log` is what its commands printed, already redacted.
     fn stage_finished(&self, report: &StageReport, log: &str);
     /// A value that must never be shown.
@@ -35,11 +37,11 @@ pub trait Reporter: Send + Sync {
 pub fn for_environment(env: &std::collections::BTreeMap<String, String>, verbose: bool) -> Box<dyn Reporter> {
     if env.get("GITHUB_ACTIONS").map(String::as_str) == Some("true") {
         let summary = env.get("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()).map(PathBuf::from);
-        Box::new(GitHub { summary })
-    } else if std::io::stderr().is_terminal() {
+        Box::new(GitHub::new(Box::new(io::stdout()), summary))
+    } else if io::stderr().is_terminal() {
         Box::new(Terminal::new(verbose))
     } else {
-        Box::new(Plain { verbose })
+        Box::new(Plain::new(verbose))
     }
 }
 
@@ -74,7 +76,8 @@ fn totals(summary: &RunSummary) -> String {
         .filter(|(w, n)| *n > 0 || ["ran", "cached", "failed"].contains(w))
         .map(|(w, n)| format!("{n} {w}"))
         .collect();
-    format!("{} stages: {}\n", summary.stages.len(), parts.join(", "))
+    let n = summary.stages.len();
+    format!("{n} {}: {}\n", if n == 1 { "stage" } else { "stages" }, parts.join(", "))
 }
 
 fn detail(outcome: &Outcome) -> Option<String> {
@@ -97,65 +100,96 @@ fn finished_line(report: &StageReport) -> String {
     line
 }
 
+/// Where a line-based reporter writes. Output errors (a closed pipe) are ignored: the run's
+/// result is its exit code, not its log.
+struct Sink(Mutex<Box<dyn Write + Send>>);
+
+impl Sink {
+    fn write(&self, text: &str) {
+        let mut out = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+}
+
 /// One line per event, for logs and pipes.
 pub struct Plain {
+    out: Sink,
     verbose: bool,
 }
 
 impl Plain {
-    /// Plain lines; `verbose` also prints each stage's command output.
+    /// Plain lines on stderr; `verbose` also prints each stage's command output.
     pub fn new(verbose: bool) -> Plain {
-        Plain { verbose }
+        Plain::to(Box::new(io::stderr()), verbose)
+    }
+
+    /// Plain lines written to `out`.
+    pub fn to(out: Box<dyn Write + Send>, verbose: bool) -> Plain {
+        Plain { out: Sink(Mutex::new(out)), verbose }
     }
 }
 
 impl Reporter for Plain {
     fn stage_started(&self, stage: &str, about: &str) {
-        eprintln!("{stage} started: {about}");
+        self.out.write(&format!("{stage} started: {about}\n"));
     }
     fn hashing(&self, _: &str, _: u64) {}
     fn stage_finished(&self, report: &StageReport, log: &str) {
         if self.verbose || matches!(report.outcome, Outcome::Rejected(_) | Outcome::Failed(_)) {
-            eprint!("{log}");
+            self.out.write(log);
         }
-        eprintln!("{}", finished_line(report));
+        self.out.write(&format!("{}\n", finished_line(report)));
     }
     fn secret(&self, _: &str) {}
     fn warn(&self, message: &str) {
-        eprintln!("warning: {message}");
+        self.out.write(&format!("warning: {message}\n"));
     }
     fn finished(&self, summary: &RunSummary) {
-        eprint!("\n{}", summary_table(summary));
+        self.out.write(&format!("\n{}", summary_table(summary)));
     }
 }
 
 /// GitHub Actions: a log group per stage, `::error::` on failure, masks, and a step summary.
 pub struct GitHub {
+    out: Sink,
     summary: Option<PathBuf>,
+}
+
+impl GitHub {
+    /// Workflow commands written to `out`; the Markdown summary appended to `summary`.
+    pub fn new(out: Box<dyn Write + Send>, summary: Option<PathBuf>) -> GitHub {
+        GitHub { out: Sink(Mutex::new(out)), summary }
+    }
 }
 
 impl Reporter for GitHub {
     fn stage_started(&self, stage: &str, about: &str) {
-        println!("{stage} started: {about}");
+        self.out.write(&format!("{stage} started: {about}\n"));
     }
     fn hashing(&self, _: &str, _: u64) {}
     fn stage_finished(&self, report: &StageReport, log: &str) {
         // Stages run concurrently, so a stage's group is printed whole when it ends.
-        println!("::group::{}", finished_line(report).lines().next().unwrap_or_default());
-        print!("{log}");
-        println!("::endgroup::");
-        if let Some(d) = detail(&report.outcome).filter(|_| !report.outcome.succeeded()) {
-            println!("::error title=stage {} {}::{}", report.stage, report.outcome.word(), escape(&d));
+        let title = finished_line(report).lines().next().unwrap_or_default().to_string();
+        if let Outcome::Skipped(_) = report.outcome {
+            self.out.write(&format!("{title}\n"));
+            return;
+        }
+        let log = if log.is_empty() || log.ends_with('\n') { log.to_string() } else { format!("{log}\n") };
+        self.out.write(&format!("::group::{title}\n{log}::endgroup::\n"));
+        if let Outcome::Rejected(d) | Outcome::Failed(d) = &report.outcome {
+            let word = report.outcome.word();
+            self.out.write(&format!("::error title=stage {} {word}::{}\n", report.stage, escape(d)));
         }
     }
     fn secret(&self, value: &str) {
-        println!("::add-mask::{}", escape(value));
+        self.out.write(&format!("::add-mask::{}\n", escape(value)));
     }
     fn warn(&self, message: &str) {
-        println!("::warning::{}", escape(message));
+        self.out.write(&format!("::warning::{}\n", escape(message)));
     }
     fn finished(&self, summary: &RunSummary) {
-        print!("{}", summary_table(summary));
+        self.out.write(&summary_table(summary));
         let Some(path) = &self.summary else { return };
         let written = OpenOptions::new()
             .create(true)
@@ -163,7 +197,7 @@ impl Reporter for GitHub {
             .open(path)
             .and_then(|mut f| f.write_all(summary_markdown(summary).as_bytes()));
         if let Err(e) = written {
-            println!("::warning::cannot write the step summary to {}: {e}", path.display());
+            self.out.write(&format!("::warning::cannot write the step summary to {}: {e}\n", path.display()));
         }
     }
 }
@@ -201,6 +235,13 @@ impl Reporter for Terminal {
     fn hashing(&self, stage: &str, bytes: u64) {
         if let Some(bar) = self.bars.lock().unwrap_or_else(|e| e.into_inner()).get(stage) {
             bar.inc(bytes);
+        }
+    }
+    fn running(&self, stage: &str) {
+        if let Some(bar) = self.bars.lock().unwrap_or_else(|e| e.into_inner()).get(stage) {
+            let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} {elapsed}")
+                .expect("the template is valid");
+            bar.set_style(style);
         }
     }
     fn stage_finished(&self, report: &StageReport, log: &str) {

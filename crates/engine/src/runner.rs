@@ -214,6 +214,7 @@ fn try_execute(
             Err(e) => reporter.warn(&format!("{}: cannot reuse the cached result, running instead: {e:#}", stage.name)),
         }
     }
+    reporter.running(&stage.name);
     let start = Instant::now();
     let stash = Stash::take(ws, &stage.outputs)?;
     let ctx = StageContext { stage: &stage.name, workspace: ws, log: log.into() };

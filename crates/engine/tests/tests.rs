@@ -4,4 +4,5 @@ mod cache;
 mod crash;
 mod fixture;
 mod random;
+mod report;
 mod stat;
