@@ -31,7 +31,7 @@ pub use record::{RECORD_SCHEMA, StageRecord, outputs_digest};
 pub use report::Reporter;
 pub use runner::{Outcome, RunOptions, RunSummary, StageReport, run};
 pub use stage::{Pipeline, PipelineError, Stage, StageError};
-pub use stat_cache::StatCache;
+pub use stat_cache::{CachedDigest, Clock, StatCache, StatKey};
 pub use store::{LocalStore, StepStore};
 pub use tree::{EntryKind, FileEntry, Ignore, TreeHasher, hash_reader};
 pub use workspace::{STATE_DIR, Workspace};

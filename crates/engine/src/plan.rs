@@ -115,6 +115,12 @@ pub fn status(pipeline: &Pipeline, ws: &Workspace, no_cache: bool) -> Result<Vec
                 if no_cache { vec!["--no-cache".to_string()] } else { explain(ws.last_record(&stage.name), &resolved) };
             return Ok(Freshness::Stale { reasons });
         };
+        if !environment_matches(stage, ws, &resolved.fingerprint) {
+            let env = stage.environment.as_deref().unwrap_or_default();
+            return Ok(Freshness::Stale {
+                reasons: vec![format!("environment `{env}` is missing or was built from other inputs")],
+            });
+        }
         known.insert(stage.name.clone(), record.outputs_digest);
         let differing = differing_outputs(&record.outputs, &observe_outputs(stage, ws)?);
         Ok(if differing.is_empty() { Freshness::Fresh } else { Freshness::Restore { outputs: differing } })
@@ -161,4 +167,22 @@ pub fn differing_outputs(recorded: &[FileEntry], current: &[FileEntry]) -> Vec<S
         recorded.iter().filter(|e| now.get(e.path.as_str()) != Some(e)).map(|e| e.path.clone()).collect();
     out.extend(current.iter().filter(|e| !was.contains_key(e.path.as_str())).map(|e| e.path.clone()));
     out
+}
+
+/// The file inside a stage's environment directory that says which fingerprint built it.
+pub const ENVIRONMENT_MARKER: &str = ".slipway-environment";
+
+/// Whether the stage's environment (if it has one) was built for `fingerprint`.
+pub fn environment_matches(stage: &Stage, ws: &Workspace, fingerprint: &Digest) -> bool {
+    let Some(dir) = &stage.environment else { return true };
+    let marker = ws.root().join(dir).join(ENVIRONMENT_MARKER);
+    std::fs::read_to_string(marker).is_ok_and(|text| text.trim() == fingerprint.to_hex())
+}
+
+/// Records that the stage's environment was built for `fingerprint`.
+pub fn mark_environment(stage: &Stage, ws: &Workspace, fingerprint: &Digest) -> Result<()> {
+    let Some(dir) = &stage.environment else { return Ok(()) };
+    let marker = ws.root().join(dir).join(ENVIRONMENT_MARKER);
+    crate::fsutil::write_atomic(&marker, format!("{}\n", fingerprint.to_hex()).as_bytes())
+        .with_context(|| format!("cannot mark the environment {dir}"))
 }

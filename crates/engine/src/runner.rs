@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::cache_key::Digest;
 use crate::context::StageContext;
 use crate::outputs::{Stash, restore_outputs, store_outputs};
-use crate::plan::{differing_outputs, observe_outputs, resolve};
+use crate::plan::{differing_outputs, environment_matches, mark_environment, observe_outputs, resolve};
 use crate::record::{RECORD_SCHEMA, StageRecord, outputs_digest};
 use crate::report::Reporter;
 use crate::stage::{Pipeline, Stage, StageError};
@@ -205,7 +205,11 @@ fn try_execute(
     let progress = |n: u64| reporter.hashing(&stage.name, n);
     let resolved = resolve(stage, ws, upstream, &progress).context("cannot read the stage's inputs")?;
     let use_cache = !opts.no_cache && !opts.force.contains(&stage.name);
-    if use_cache && let Some(record) = ws.store().record(&stage.name, &resolved.fingerprint)? {
+    let env_ok = environment_matches(stage, ws, &resolved.fingerprint);
+    if use_cache
+        && env_ok
+        && let Some(record) = ws.store().record(&stage.name, &resolved.fingerprint)?
+    {
         match reuse(stage, ws, &record) {
             Ok(outcome) => {
                 ws.set_last_record(&record)?;
@@ -245,6 +249,7 @@ fn record_run(
 ) -> anyhow::Result<Digest> {
     let outputs = observe_outputs(stage, ws)?;
     store_outputs(ws, &outputs)?;
+    mark_environment(stage, ws, &resolved.fingerprint)?;
     let record = StageRecord {
         schema: RECORD_SCHEMA.to_string(),
         stage: stage.name.clone(),

@@ -53,6 +53,7 @@ pub struct Stage {
     pub(crate) after: Vec<String>,
     pub(crate) inputs: Vec<Input>,
     pub(crate) outputs: Vec<String>,
+    pub(crate) environment: Option<String>,
     pub(crate) ignore: Ignore,
     pub(crate) action: Arc<Action>,
 }
@@ -66,6 +67,7 @@ impl Stage {
             after: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            environment: None,
             ignore: crate::input::default_ignore(),
             action: Arc::new(|_| Ok(())),
         }
@@ -112,6 +114,15 @@ impl Stage {
     /// Writes the file or directory `path`; it is stored in the step cache and restored on a hit.
     pub fn output(mut self, path: &str) -> Stage {
         self.outputs.push(path.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// Builds an environment in the directory `path` (a Python virtualenv, say): something too
+    /// large or too machine-specific for the step cache. The stage is fresh only while `path`
+    /// holds the marker Slipway writes there after a successful run with the same fingerprint;
+    /// otherwise it runs again, and its action must rebuild `path` from scratch or repair it.
+    pub fn environment(mut self, path: &str) -> Stage {
+        self.environment = Some(path.trim_end_matches('/').to_string());
         self
     }
 

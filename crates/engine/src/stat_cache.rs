@@ -17,13 +17,22 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cache_key::Digest;
 use crate::fsutil::write_atomic;
 
-/// Bump when the entry layout or the digest algorithm of file contents changes.
-const STAT_CACHE_VERSION: &str = "slipway-stat-cache-v1";
+/// A content digest the stat cache can hold: BLAKE3 for the engine, MD5 for DVC data.
+pub trait CachedDigest: Copy + Serialize + DeserializeOwned {
+    /// Written into the cache file; a file with another namespace is ignored. Bump the version
+    /// in it when the entry layout or the way contents are hashed changes.
+    const NAMESPACE: &'static str;
+}
+
+impl CachedDigest for Digest {
+    const NAMESPACE: &'static str = "slipway-stat-cache-v1";
+}
 
 /// The stat fields that must all match for a stored digest to be reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,32 +62,34 @@ impl StatKey {
 pub struct Clock(i64);
 
 #[derive(Serialize, Deserialize)]
-struct Entry {
+#[serde(bound = "D: CachedDigest")]
+struct Entry<D> {
     stat: StatKey,
-    digest: Digest,
+    digest: D,
 }
 
 #[derive(Serialize, Deserialize)]
-struct OnDisk {
+#[serde(bound = "D: CachedDigest")]
+struct OnDisk<D> {
     version: String,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, Entry<D>>,
 }
 
 /// Digests of files keyed by path relative to the workspace root.
-pub struct StatCache {
+pub struct StatCache<D: CachedDigest = Digest> {
     path: PathBuf,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, Entry<D>>,
     dirty: bool,
 }
 
-impl StatCache {
+impl<D: CachedDigest> StatCache<D> {
     /// Loads the cache at `path`. A missing, unreadable or outdated file gives an empty cache:
     /// it only costs hashing again.
-    pub fn load(path: &Path) -> StatCache {
+    pub fn load(path: &Path) -> StatCache<D> {
         let entries = fs::read(path)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<OnDisk>(&bytes).ok())
-            .filter(|d| d.version == STAT_CACHE_VERSION)
+            .and_then(|bytes| serde_json::from_slice::<OnDisk<D>>(&bytes).ok())
+            .filter(|d| d.version == D::NAMESPACE)
             .map(|d| d.entries)
             .unwrap_or_default();
         StatCache { path: path.to_path_buf(), entries, dirty: false }
@@ -96,13 +107,13 @@ impl StatCache {
     }
 
     /// The stored digest of `rel`, if its stat fields still match.
-    pub fn get(&self, rel: &str, stat: &StatKey) -> Option<Digest> {
+    pub fn get(&self, rel: &str, stat: &StatKey) -> Option<D> {
         self.entries.get(rel).filter(|e| e.stat == *stat).map(|e| e.digest)
     }
 
     /// Records the digest of `rel`, read after `clock` from a file whose stat was `stat` before
     /// it was read. Racy entries (see the module docs) are dropped instead.
-    pub fn insert(&mut self, rel: &str, stat: StatKey, digest: Digest, clock: Clock) {
+    pub fn insert(&mut self, rel: &str, stat: StatKey, digest: D, clock: Clock) {
         let settled = stat.mtime_ns < clock.0 && stat.ctime_ns < clock.0;
         if settled {
             self.entries.insert(rel.to_string(), Entry { stat, digest });
@@ -117,7 +128,7 @@ impl StatCache {
         if !self.dirty {
             return Ok(());
         }
-        let on_disk = OnDisk { version: STAT_CACHE_VERSION.to_string(), entries: std::mem::take(&mut self.entries) };
+        let on_disk = OnDisk { version: D::NAMESPACE.to_string(), entries: std::mem::take(&mut self.entries) };
         let result =
             serde_json::to_vec(&on_disk).map_err(io::Error::other).and_then(|bytes| write_atomic(&self.path, &bytes));
         self.entries = on_disk.entries;
@@ -134,7 +145,7 @@ mod tests {
         StatKey { size: 10, mtime_ns, ctime_ns, ino: 42, mode: 0o100644 }
     }
 
-    fn cache() -> (tempfile::TempDir, StatCache) {
+    fn cache() -> (tempfile::TempDir, StatCache<Digest>) {
         let dir = tempfile::tempdir().unwrap();
         let cache = StatCache::load(&dir.path().join("stat.json"));
         (dir, cache)
@@ -147,7 +158,7 @@ mod tests {
         cache.insert("f", key(100, 100), d, Clock(101));
         assert_eq!(cache.get("f", &key(100, 100)), Some(d));
         cache.save().unwrap();
-        let reloaded = StatCache::load(&dir.path().join("stat.json"));
+        let reloaded = StatCache::<Digest>::load(&dir.path().join("stat.json"));
         assert_eq!(reloaded.get("f", &key(100, 100)), Some(d));
     }
 
@@ -183,7 +194,7 @@ mod tests {
     fn a_corrupt_cache_file_is_an_empty_cache() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("stat.json"), b"{ not json").unwrap();
-        let cache = StatCache::load(&dir.path().join("stat.json"));
+        let cache = StatCache::<Digest>::load(&dir.path().join("stat.json"));
         assert!(cache.entries.is_empty());
     }
 

@@ -129,9 +129,10 @@ impl<'a> TreeHasher<'a> {
 
     fn walk(&self, dir: &str, ignore: &Ignore, found: &mut Vec<Found>) -> Result<()> {
         let root = self.root;
-        let walker = walkdir::WalkDir::new(root.join(dir)).follow_links(false).sort_by_file_name();
+        // Not sorted here: `manifest` sorts the whole list once.
+        let walker = walkdir::WalkDir::new(root.join(dir)).follow_links(false);
         let walker = walker.into_iter().filter_entry(|e| {
-            relative_utf8(root, e.path()).map_or(true, |rel| e.depth() == 0 || !ignore.is_match(&rel))
+            e.depth() == 0 || relative_utf8(root, e.path()).map_or(true, |rel| !ignore.is_match(&rel))
         });
         for entry in walker {
             let entry = entry.with_context(|| format!("cannot walk `{dir}`"))?;
@@ -150,7 +151,11 @@ impl<'a> TreeHasher<'a> {
         let (cached, clock) = {
             let stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
             let cached: Vec<Option<Digest>> = found.iter().map(|f| stat.get(&f.rel, &f.stat)).collect();
-            let clock = stat.clock().context("cannot read the filesystem clock under .slipway")?;
+            // The clock costs a file write: read it only when something will be hashed.
+            let clock = match cached.iter().any(Option::is_none) {
+                true => Some(stat.clock().context("cannot read the filesystem clock under .slipway")?),
+                false => None,
+            };
             (cached, clock)
         };
         // A freshly hashed entry carries the stat taken by the walk, *before* the file was
@@ -167,7 +172,7 @@ impl<'a> TreeHasher<'a> {
         let mut out = Vec::with_capacity(hashed.len());
         for item in hashed {
             let (entry, fresh) = item?;
-            if let Some(before) = fresh {
+            if let (Some(before), Some(clock)) = (fresh, clock) {
                 stat.insert(&entry.path, before, entry.digest, clock);
             }
             out.push(entry);
@@ -211,10 +216,17 @@ fn missing(rel: &str) -> FileEntry {
 /// BLAKE3 of everything `reader` yields, reporting progress per buffer. Large buffers are hashed
 /// with BLAKE3's own parallelism, so one big file still uses every core.
 pub fn hash_reader(mut reader: impl Read, progress: &(dyn Fn(u64) + Sync)) -> io::Result<Digest> {
+    thread_local! {
+        // One buffer per thread: zeroing a fresh 1 MiB buffer per file was 40% of a cold pass.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 1 << 20]);
+    }
+    BUF.with_borrow_mut(|buf| hash_with(&mut reader, buf, progress))
+}
+
+fn hash_with(reader: &mut impl Read, buf: &mut [u8], progress: &(dyn Fn(u64) + Sync)) -> io::Result<Digest> {
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = match reader.read(&mut buf) {
+        let n = match reader.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

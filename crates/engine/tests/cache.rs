@@ -308,3 +308,29 @@ fn select_takes_a_stage_and_what_it_needs() {
     assert_eq!(down.stages().len(), 2);
     assert!(c.pipeline(1).select(&["nope"]).is_err());
 }
+
+#[test]
+fn an_environment_stage_reruns_when_its_directory_is_gone() {
+    let repo = repo();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let stage = |runs: Arc<AtomicUsize>| {
+        let s = Stage::new("env", "build an environment").files("src", &["src"]).environment("venv").run(move |ctx| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            fs::create_dir_all(ctx.root().join("venv/bin"))?;
+            fs::write(ctx.root().join("venv/bin/tool"), "#!/bin/sh\n")?;
+            Ok(())
+        });
+        Pipeline::new().stage(s).unwrap()
+    };
+    assert_eq!(repo.run(&stage(runs.clone())).outcomes(), ["env=ran"]);
+    assert_eq!(repo.run(&stage(runs.clone())).outcomes(), ["env=cached"]);
+    fs::remove_dir_all(repo.path("venv")).unwrap();
+    let status = engine::status(&stage(runs.clone()), &repo.workspace(), false).unwrap();
+    assert_eq!(
+        status[0].freshness,
+        Freshness::Stale { reasons: vec!["environment `venv` is missing or was built from other inputs".into()] }
+    );
+    assert_eq!(repo.run(&stage(runs.clone())).outcomes(), ["env=ran"]);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert!(repo.path("venv/bin/tool").is_file());
+}
