@@ -42,6 +42,24 @@ pub enum Cmd {
     Lint,
     /// Run the workspace tests (the `test` stage)
     Test,
+    /// Download DVC-tracked data from the remote into the workspace, verified by md5
+    Pull(Targets),
+    /// Upload DVC-tracked data that the remote lacks
+    Push(Targets),
+    /// Track a file or directory: cache it and write PATH.dvc, like `dvc add`
+    Add(AddArgs),
+}
+
+#[derive(Args)]
+pub struct Targets {
+    /// `.dvc` files or the paths they track; default: every `.dvc` file in the repository
+    pub targets: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct AddArgs {
+    /// The file or directory to track, relative to the repository root
+    pub path: String,
 }
 
 #[derive(Args)]

@@ -4,8 +4,10 @@
 //! its own module and the stages are wired in `pipeline.rs`.
 
 mod ci;
+mod data;
 mod flags;
 mod pipeline;
+mod pyenv;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -24,18 +26,28 @@ fn main() -> ExitCode {
         Cmd::Status(args) => status::run(&root, &flags.common, args.json),
         Cmd::Lint => ci::run(&root, &flags.common, Some("lint")),
         Cmd::Test => ci::run(&root, &flags.common, Some("test")),
+        Cmd::Pull(args) => data::pull(&root, &args.targets),
+        Cmd::Push(args) => data::push(&root, &args.targets),
+        Cmd::Add(args) => data::add(&root, &args.path),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(help) = data::help_for(&e) {
+                eprintln!("  help: {help}");
+            }
             ExitCode::from(2)
         }
     }
 }
 
-/// The workspace root: the parent of this crate's manifest directory.
+/// The workspace root: `SLIPWAY_ROOT` when set (tests run the CLI on scratch repositories),
+/// else the parent of this crate's manifest directory.
 fn project_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("SLIPWAY_ROOT").filter(|r| !r.is_empty()) {
+        return PathBuf::from(root);
+    }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().expect("xtask lives one level below the root").to_path_buf()
 }

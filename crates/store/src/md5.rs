@@ -1,0 +1,121 @@
+//! MD5, the digest DVC addresses data by. Used only for DVC compatibility; everything else in
+//! Slipway is addressed by BLAKE3.
+
+use std::fmt;
+use std::io::{self, Read};
+
+use md5::{Digest as _, Md5 as Hasher};
+use serde::{Deserialize, Serialize};
+
+/// A 16-byte MD5 digest, shown as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Md5(pub [u8; 16]);
+
+impl Md5 {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Md5 {
+        Md5(Hasher::digest(bytes).into())
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses 32 hex digits (either case).
+    pub fn from_hex(hex: &str) -> Option<Md5> {
+        if hex.len() != 32 || !hex.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Md5(out))
+    }
+}
+
+impl fmt::Debug for Md5 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Md5({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Md5 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for Md5 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Md5 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let hex = String::deserialize(d)?;
+        Md5::from_hex(&hex).ok_or_else(|| serde::de::Error::custom("not a 32-digit hex md5"))
+    }
+}
+
+impl engine::CachedDigest for Md5 {
+    const NAMESPACE: &'static str = "slipway-md5-stat-cache-v1";
+}
+
+/// Incremental MD5, also counting bytes.
+#[derive(Default)]
+pub struct Md5Writer {
+    hasher: Hasher,
+    len: u64,
+}
+
+impl Md5Writer {
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// The digest and the byte count.
+    pub fn finish(self) -> (Md5, u64) {
+        (Md5(self.hasher.finalize().into()), self.len)
+    }
+}
+
+/// MD5 and length of everything `reader` yields.
+pub fn md5_reader(mut reader: impl Read) -> io::Result<(Md5, u64)> {
+    let mut w = Md5Writer::default();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(w.finish()),
+            Ok(n) => w.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_digests() {
+        assert_eq!(Md5::of(b"").to_hex(), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(md5_reader(&b"abc"[..]).unwrap(), (Md5::from_hex("900150983cd24fb0d6963f7d28e17f72").unwrap(), 3));
+    }
+
+    #[test]
+    fn hex_is_checked() {
+        assert_eq!(
+            Md5::from_hex("900150983CD24FB0D6963F7D28E17F72"),
+            Md5::from_hex("900150983cd24fb0d6963f7d28e17f72")
+        );
+        assert_eq!(Md5::from_hex("9001"), None);
+        assert_eq!(Md5::from_hex("zz0150983cd24fb0d6963f7d28e17f72"), None);
+        assert_eq!(Md5::from_hex("é00150983cd24fb0d6963f7d28e17f7"), None);
+    }
+}

@@ -1,0 +1,181 @@
+//! An S3 remote through `aws-sdk-s3`, for AWS and for S3-compatible servers.
+//!
+//! Credentials are taken explicitly (environment, DVC's `config.local`, or a profile in
+//! `~/.aws`) and never through the full default chain, so a machine without any fails at once
+//! with a message naming the variables to set, instead of waiting on the EC2 metadata service.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation, SharedCredentialsProvider,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_http_client::tls;
+use tokio::io::AsyncWriteExt;
+
+use crate::config::S3Settings;
+use crate::error::StoreError;
+use crate::md5::{Md5, Md5Writer};
+use crate::remote::Remote;
+
+/// A bucket and a key prefix on an S3 endpoint.
+pub struct S3Remote {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    describe: String,
+}
+
+impl S3Remote {
+    /// A client for `settings`; fails at once when no credentials can be found.
+    pub fn connect(settings: &S3Settings) -> Result<S3Remote, StoreError> {
+        let describe = settings.url();
+        let credentials =
+            credentials(settings).ok_or_else(|| StoreError::NoCredentials { remote: describe.clone() })?;
+        // rustls on ring: one TLS stack, and no C toolchain needed for aws-lc.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .build_https();
+        let mut config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()))
+            .http_client(http)
+            .credentials_provider(credentials)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .read_timeout(std::time::Duration::from_secs(60))
+                    .build(),
+            );
+        if let Some(endpoint) = &settings.endpoint {
+            config = config.endpoint_url(endpoint).force_path_style(true);
+        }
+        let client = Client::from_conf(config.build());
+        Ok(S3Remote { client, bucket: settings.bucket.clone(), prefix: settings.prefix.clone(), describe })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.prefix) }
+    }
+
+    fn classify<E>(&self, key: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let remote = self.describe.clone();
+        let detail = DisplayErrorContext(&err).to_string();
+        if matches!(err, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
+            return StoreError::Unreachable { remote, detail };
+        }
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        match (status, err.code()) {
+            (_, Some("NoSuchBucket")) => StoreError::NoBucket { remote },
+            (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied")) | (Some(401 | 403), _) => {
+                StoreError::Denied { remote, detail: err.message().unwrap_or("access denied").to_string() }
+            }
+            (_, Some("NoSuchKey")) | (Some(404), _) => StoreError::Missing { key: key.to_string(), remote },
+            (Some(s), _) if s >= 500 => StoreError::Unreachable { remote, detail },
+            _ => StoreError::Other(anyhow::anyhow!("{key} on {remote}: {detail}")),
+        }
+    }
+}
+
+fn credentials(settings: &S3Settings) -> Option<SharedCredentialsProvider> {
+    if let Some((id, secret)) = &settings.keys {
+        let creds = Credentials::new(id, secret, settings.session_token.clone(), None, "slipway");
+        return Some(SharedCredentialsProvider::new(creds));
+    }
+    let profile = settings.profile.clone()?;
+    let provider = aws_config::profile::ProfileFileCredentialsProvider::builder().profile_name(profile).build();
+    Some(SharedCredentialsProvider::new(provider))
+}
+
+#[async_trait]
+impl Remote for S3Remote {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let head = self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send().await;
+        match head {
+            Ok(_) => Ok(true),
+            Err(e) => match self.classify(key, e) {
+                StoreError::Missing { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn get(&self, key: &str, dest: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(Md5, u64), StoreError> {
+        let resp = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await;
+        let mut body = resp.map_err(|e| self.classify(key, e))?.body;
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dest.display()))?;
+        let mut md5 = Md5Writer::default();
+        loop {
+            let chunk = body.try_next().await.map_err(|e| StoreError::Unreachable {
+                remote: self.describe.clone(),
+                detail: format!("download of {key} broke off: {}", DisplayErrorContext(&e)),
+            })?;
+            let Some(chunk) = chunk else { break };
+            file.write_all(&chunk).await.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dest.display()))?;
+            md5.update(&chunk);
+            progress(chunk.len() as u64);
+        }
+        file.flush().await.map_err(anyhow::Error::from)?;
+        Ok(md5.finish())
+    }
+
+    async fn put(&self, key: &str, src: &Path) -> Result<(), StoreError> {
+        let body =
+            ByteStream::from_path(src).await.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", src.display()))?;
+        let put = self.client.put_object().bucket(&self.bucket).key(self.full_key(key)).body(body).send().await;
+        put.map_err(|e| self.classify(key, e))?;
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<bool, StoreError> {
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) => Ok(false),
+            Err(e) => Err(self.classify(key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let full = self.full_key(prefix);
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full).into_paginator().send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.classify(prefix, e))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let rel = if self.prefix.is_empty() {
+                    key
+                } else {
+                    key.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(key)
+                };
+                keys.push(rel.to_string());
+            }
+        }
+        Ok(keys)
+    }
+}

@@ -1,0 +1,357 @@
+//! Pull and push of DVC-tracked data: concurrent, retried, verified, and never leaving a
+//! partial file where a good one was.
+//!
+//! A download lands in a temporary file in the cache's filesystem, its md5 is computed on the
+//! way, and only a file whose md5 matches its name is renamed into the cache; the workspace copy
+//! is made the same way. An interrupted pull therefore leaves only temporary files, and the next
+//! pull picks up where it stopped.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::{StreamExt, stream};
+
+use crate::cache::{DvcCache, WorkspaceHashes};
+use crate::dvc::{DirEntry, Out, object_key, parse_dir_manifest, parse_pointer};
+use crate::error::StoreError;
+use crate::md5::Md5;
+use crate::progress::Progress;
+use crate::remote::{Remote, copy_hashing};
+
+/// How many transfers are in flight at once.
+pub const DEFAULT_JOBS: usize = 32;
+
+/// A repository's DVC data and the remote it is pulled from and pushed to.
+pub struct Store {
+    pub(crate) root: PathBuf,
+    pub(crate) remote: Arc<dyn Remote>,
+    pub(crate) cache: DvcCache,
+    pub(crate) hashes: WorkspaceHashes,
+    jobs: usize,
+    tty: bool,
+}
+
+/// What a pull did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PullSummary {
+    /// Files the pointers name.
+    pub files: usize,
+    /// Files already in the workspace with the right content.
+    pub up_to_date: usize,
+    /// Files downloaded from the remote.
+    pub downloaded: usize,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Files found in tracked directories that the pointers do not name (left in place).
+    pub untracked: Vec<String>,
+}
+
+/// What a push did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushSummary {
+    /// Objects the pointers name, manifests included.
+    pub objects: usize,
+    /// Objects the remote already had.
+    pub present: usize,
+    /// Objects uploaded.
+    pub uploaded: usize,
+}
+
+/// One file to materialise: where, and which content.
+#[derive(Clone, Debug)]
+struct Wanted {
+    rel: String,
+    md5: Md5,
+}
+
+impl Store {
+    /// A store for the repository at `root` using `remote`. `tty` turns on progress bars.
+    pub fn new(root: &Path, remote: Box<dyn Remote>, tty: bool) -> Store {
+        Store {
+            root: root.to_path_buf(),
+            remote: remote.into(),
+            cache: DvcCache::new(root),
+            hashes: WorkspaceHashes::load(root),
+            jobs: DEFAULT_JOBS,
+            tty,
+        }
+    }
+
+    /// The remote, for messages.
+    pub fn remote(&self) -> &dyn Remote {
+        &*self.remote
+    }
+
+    /// Every `.dvc` file in the repository, or the ones `targets` name (a `.dvc` file or the
+    /// path it tracks), relative to the root.
+    pub fn pointers(&self, targets: &[String]) -> Result<Vec<String>, StoreError> {
+        if targets.is_empty() {
+            return Ok(find_pointers(&self.root));
+        }
+        targets
+            .iter()
+            .map(|t| {
+                let t = t.trim_end_matches('/');
+                let pointer = if t.ends_with(".dvc") { t.to_string() } else { format!("{t}.dvc") };
+                if self.root.join(&pointer).is_file() {
+                    Ok(pointer)
+                } else {
+                    Err(anyhow::anyhow!("no pointer file {pointer}; track the data with `cargo xtask add {t}` first")
+                        .into())
+                }
+            })
+            .collect()
+    }
+
+    /// Reads a pointer file; its outputs' paths are made relative to the repository root.
+    pub fn read_pointer(&self, pointer: &str) -> Result<Vec<Out>, StoreError> {
+        let text =
+            std::fs::read_to_string(self.root.join(pointer)).with_context(|| format!("cannot read {pointer}"))?;
+        let mut outs = parse_pointer(pointer, &text)?;
+        let base = Path::new(pointer).parent().unwrap_or(Path::new(""));
+        for out in &mut outs {
+            out.path = base.join(&out.path).to_string_lossy().into_owned();
+        }
+        Ok(outs)
+    }
+
+    /// Materialises the data of `pointers` in the workspace.
+    pub async fn pull(&self, pointers: &[String]) -> Result<PullSummary, StoreError> {
+        let mut wanted = Vec::new();
+        let mut dirs = Vec::new();
+        for pointer in pointers {
+            for out in self.read_pointer(pointer)? {
+                if out.is_dir {
+                    let entries = self.manifest(&out.md5).await?;
+                    let names: BTreeSet<String> =
+                        entries.iter().map(|e| format!("{}/{}", out.path, e.relpath)).collect();
+                    wanted.extend(
+                        entries.into_iter().map(|e| Wanted { rel: format!("{}/{}", out.path, e.relpath), md5: e.md5 }),
+                    );
+                    dirs.push((out.path.clone(), names));
+                } else {
+                    wanted.push(Wanted { rel: out.path, md5: out.md5 });
+                }
+            }
+        }
+        let mut summary = PullSummary { files: wanted.len(), ..Default::default() };
+        let todo = self.not_up_to_date(wanted).await?;
+        summary.up_to_date = summary.files - todo.len();
+        let progress = Progress::new("pull", todo.len() as u64, self.tty);
+        let results: Vec<Result<(), StoreError>> = stream::iter(todo.iter())
+            .map(|w| self.materialise(w, &progress))
+            .buffer_unordered(self.jobs)
+            .collect()
+            .await;
+        progress.finish();
+        self.hashes.save()?;
+        summary.downloaded = results.iter().filter(|r| r.is_ok()).count();
+        summary.bytes = progress.total_bytes();
+        first_error(results)?;
+        summary.untracked = dirs.iter().flat_map(|(dir, names)| self.untracked_in(dir, names)).collect();
+        Ok(summary)
+    }
+
+    /// Uploads every object of `pointers` that the remote lacks: files first, manifests last,
+    /// as DVC does, so a manifest on the remote always has its files.
+    pub async fn push(&self, pointers: &[String]) -> Result<PushSummary, StoreError> {
+        let mut files: Vec<(Md5, Option<String>)> = Vec::new();
+        let mut manifests = Vec::new();
+        for pointer in pointers {
+            for out in self.read_pointer(pointer)? {
+                if !out.is_dir {
+                    files.push((out.md5, Some(out.path.clone())));
+                    continue;
+                }
+                let bytes = self.cache.read_manifest(&out.md5).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the manifest of {} is not in .dvc/cache; run `cargo xtask add {}` first",
+                        out.path,
+                        out.path
+                    )
+                })?;
+                let entries = parse_dir_manifest(&bytes).map_err(|reason| self.bad_manifest(&out.md5, reason))?;
+                files.extend(entries.into_iter().map(|e| (e.md5, Some(format!("{}/{}", out.path, e.relpath)))));
+                manifests.push(out.md5);
+            }
+        }
+        files.sort_by_key(|(m, _)| *m);
+        files.dedup_by_key(|(m, _)| *m);
+        let mut summary = PushSummary { objects: files.len() + manifests.len(), ..Default::default() };
+        let progress = Progress::new("push", summary.objects as u64, self.tty);
+        for (batch, is_dir) in [(files, false), (manifests.into_iter().map(|m| (m, None)).collect(), true)] {
+            let results: Vec<Result<bool, StoreError>> = stream::iter(batch.iter())
+                .map(|(md5, rel)| self.push_one(md5, is_dir, rel.as_deref(), &progress))
+                .buffer_unordered(self.jobs)
+                .collect()
+                .await;
+            summary.uploaded += results.iter().filter(|r| matches!(r, Ok(true))).count();
+            summary.present += results.iter().filter(|r| matches!(r, Ok(false))).count();
+            first_error(results)?;
+        }
+        progress.finish();
+        Ok(summary)
+    }
+
+    /// The entries of the directory manifest `md5`, from the cache or the remote, verified.
+    pub(crate) async fn manifest(&self, md5: &Md5) -> Result<Vec<DirEntry>, StoreError> {
+        if let Some(bytes) = self.cache.read_manifest(md5) {
+            return parse_dir_manifest(&bytes).map_err(|reason| self.bad_manifest(md5, reason));
+        }
+        let tmp = self.download(md5, true, &|_| {}).await?;
+        let bytes = std::fs::read(&tmp).map_err(anyhow::Error::from)?;
+        let entries = parse_dir_manifest(&bytes).map_err(|reason| self.bad_manifest(md5, reason))?;
+        self.cache.adopt(tmp, md5, true)?;
+        Ok(entries)
+    }
+
+    fn bad_manifest(&self, md5: &Md5, reason: String) -> StoreError {
+        StoreError::BadManifest { key: object_key(md5, true), remote: self.remote.describe(), reason }
+    }
+
+    /// Downloads an object into a temporary file and checks its md5, retrying while the remote
+    /// is unreachable. The file is returned only if it is exactly the object.
+    async fn download(
+        &self,
+        md5: &Md5,
+        is_dir: bool,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<tempfile::TempPath, StoreError> {
+        let key = object_key(md5, is_dir);
+        let tmp = self.cache.temp_path()?;
+        let (actual, _) = (|| self.remote.get(&key, &tmp, progress)).retry(backoff()).when(is_transient).await?;
+        if actual != *md5 {
+            return Err(StoreError::Corrupt {
+                key,
+                remote: self.remote.describe(),
+                expected: md5.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        Ok(tmp)
+    }
+
+    async fn not_up_to_date(&self, wanted: Vec<Wanted>) -> Result<Vec<Wanted>, StoreError> {
+        let hashes = &self.hashes;
+        let mut todo = Vec::new();
+        for w in wanted {
+            if hashes.md5(&w.rel)? != Some(w.md5) {
+                todo.push(w);
+            }
+        }
+        Ok(todo)
+    }
+
+    /// Puts one file in the workspace: from the cache, fetching it into the cache first if needed.
+    async fn materialise(&self, w: &Wanted, progress: &Progress) -> Result<(), StoreError> {
+        if !self.cache.has(&w.md5, false) {
+            let tmp = self.download(&w.md5, false, &|n| progress.bytes(n)).await?;
+            self.cache.adopt(tmp, &w.md5, false)?;
+        }
+        let (root, cache_path, rel, md5) = (self.root.clone(), self.cache.path(&w.md5, false), w.rel.clone(), w.md5);
+        tokio::task::spawn_blocking(move || checkout(&root, &cache_path, &rel, &md5))
+            .await
+            .map_err(anyhow::Error::from)??;
+        progress.file_done();
+        Ok(())
+    }
+
+    async fn push_one(
+        &self,
+        md5: &Md5,
+        is_dir: bool,
+        rel: Option<&str>,
+        progress: &Progress,
+    ) -> Result<bool, StoreError> {
+        let key = object_key(md5, is_dir);
+        if (|| self.remote.exists(&key)).retry(backoff()).when(is_transient).await? {
+            progress.file_done();
+            return Ok(false);
+        }
+        if !is_dir && !self.cache.has(md5, false) {
+            // Not cached (e.g. tracked by an older tool): take it from the workspace if it matches.
+            let rel = rel.expect("files carry their workspace path");
+            if self.hashes.md5(rel)? != Some(*md5) {
+                return Err(anyhow::anyhow!(
+                    "{rel} is neither in .dvc/cache nor unchanged in the workspace; cannot push it"
+                )
+                .into());
+            }
+            self.cache.insert_file(&self.root.join(rel), md5)?;
+        }
+        let src = self.cache.path(md5, is_dir);
+        (|| self.remote.put(&key, &src)).retry(backoff()).when(is_transient).await?;
+        progress.bytes(std::fs::metadata(&src).map_or(0, |m| m.len()));
+        progress.file_done();
+        Ok(true)
+    }
+
+    fn untracked_in(&self, dir: &str, names: &BTreeSet<String>) -> Vec<String> {
+        walkdir::WalkDir::new(self.root.join(dir))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .filter_map(|e| e.path().strip_prefix(&self.root).ok().map(|p| p.to_string_lossy().into_owned()))
+            .filter(|rel| !names.contains(rel))
+            .collect()
+    }
+}
+
+/// Copies a cached object into the workspace through a temporary file, checking its md5.
+fn checkout(root: &Path, cached: &Path, rel: &str, md5: &Md5) -> Result<(), StoreError> {
+    let dest = root.join(rel);
+    let dir = dest.parent().expect("workspace files have a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp =
+        tempfile::Builder::new().prefix(".slipway-").tempfile_in(dir).map_err(anyhow::Error::from)?.into_temp_path();
+    let src = std::fs::File::open(cached).map_err(anyhow::Error::from)?;
+    let (actual, _) = copy_hashing(src, &tmp, &|_| {}).map_err(anyhow::Error::from)?;
+    if actual != *md5 {
+        // A corrupt cache object is removed, so the next pull downloads a good one.
+        let _ = std::fs::remove_file(cached);
+        let key = object_key(md5, false);
+        return Err(StoreError::Corrupt {
+            key,
+            remote: ".dvc/cache".into(),
+            expected: md5.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(anyhow::Error::from)?;
+    tmp.persist(&dest).map_err(|e| anyhow::anyhow!("cannot write {rel}: {}", e.error))?;
+    Ok(())
+}
+
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(3))
+        .with_max_times(4)
+}
+
+fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unreachable { .. })
+}
+
+fn first_error<T>(results: Vec<Result<T, StoreError>>) -> Result<(), StoreError> {
+    results.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+}
+
+/// Every `*.dvc` file under `root`, skipping version control, build output and Slipway's state.
+pub fn find_pointers(root: &Path) -> Vec<String> {
+    let skip = [".git", ".dvc", "target", ".slipway", "node_modules"];
+    let mut out: Vec<String> = walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !skip.contains(&e.file_name().to_string_lossy().as_ref()))
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(".dvc"))
+        .filter_map(|e| e.path().strip_prefix(root).ok().map(|p| p.to_string_lossy().into_owned()))
+        .collect();
+    out.sort();
+    out
+}

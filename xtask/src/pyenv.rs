@@ -1,0 +1,32 @@
+//! Python environments under `.slipway/`, built with uv from a pinned lock file. Python itself
+//! comes from the machine; everything else from PyPI, at the versions the lock names.
+
+use engine::{StageContext, StageError};
+use xshell::cmd;
+
+/// The uv that builds every environment; pinned so that resolution behaves the same everywhere.
+pub const UV: &str = "uv==0.13.9";
+
+/// (Re)creates the virtualenv `dir` (relative to the root) with exactly the packages of `lock`.
+pub fn install(ctx: &StageContext, dir: &str, lock: &str) -> Result<(), StageError> {
+    let sh = ctx.shell();
+    if cmd!(sh, "python3 --version").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+        return Err(StageError::Failed(anyhow::anyhow!(
+            "python3 is not installed; install Python 3.10 or newer with venv and pip \
+             (on Debian: apt-get install python3 python3-venv)"
+        )));
+    }
+    let _ = sh.remove_path(dir);
+    ctx.run("create a Python virtualenv", cmd!(sh, "python3 -m venv {dir}"))?;
+    let (pip, uv, python) = (format!("{dir}/bin/pip"), format!("{dir}/bin/uv"), format!("{dir}/bin/python"));
+    ctx.run("install uv from PyPI", cmd!(sh, "{pip} install --quiet --disable-pip-version-check {UV}"))?;
+    ctx.run("install the locked Python packages", cmd!(sh, "{uv} pip sync --quiet --python {python} {lock}"))?;
+    Ok(())
+}
+
+/// `PATH` with `dir/bin` (relative to the root) in front.
+pub fn path_with(ctx: &StageContext, dir: &str) -> String {
+    let bin = ctx.root().join(dir).join("bin");
+    let rest = ctx.env().get("PATH").cloned().unwrap_or_default();
+    format!("{}:{rest}", bin.display())
+}
