@@ -47,6 +47,12 @@ pub fn outputs_digest(outputs: &[FileEntry]) -> Digest {
     KeyHasher::new(OUTPUTS_VERSION).key(outputs).finish()
 }
 
+/// What dependents of an environment stage see: its outputs and the fingerprint that built the
+/// environment, so that rebuilding it from other inputs (a new lock file) reruns them.
+pub fn environment_outputs_digest(outputs: &[FileEntry], fingerprint: &Digest) -> Digest {
+    KeyHasher::new(OUTPUTS_VERSION).key(outputs).str("environment").key(fingerprint).finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use crate::cache_key::Digest;
 use crate::context::StageContext;
 use crate::outputs::{Stash, restore_outputs, store_outputs};
 use crate::plan::{differing_outputs, environment_matches, mark_environment, observe_outputs, resolve};
-use crate::record::{RECORD_SCHEMA, StageRecord, outputs_digest};
+use crate::record::{RECORD_SCHEMA, StageRecord, environment_outputs_digest, outputs_digest};
 use crate::report::Reporter;
 use crate::stage::{Pipeline, Stage, StageError};
 use crate::workspace::Workspace;
@@ -225,6 +225,10 @@ fn try_execute(
     let ran = (stage.action)(&ctx).and_then(|()| record_run(stage, ws, resolved, start.elapsed()).map_err(Into::into));
     match ran {
         Ok(digest) => Ok((Outcome::Ran, digest)),
+        Err(e) if stage.keep_failed_outputs => {
+            drop(stash);
+            Err(e)
+        }
         Err(e) => {
             stash.put_back(&stage.outputs).context("cannot restore the previous outputs")?;
             Err(e)
@@ -255,7 +259,10 @@ fn record_run(
         stage: stage.name.clone(),
         fingerprint: resolved.fingerprint,
         inputs: resolved.inputs,
-        outputs_digest: outputs_digest(&outputs),
+        outputs_digest: match stage.environment {
+            Some(_) => environment_outputs_digest(&outputs, &resolved.fingerprint),
+            None => outputs_digest(&outputs),
+        },
         outputs,
         duration_ms: elapsed.as_millis() as u64,
         finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),

@@ -54,6 +54,7 @@ pub struct Stage {
     pub(crate) inputs: Vec<Input>,
     pub(crate) outputs: Vec<String>,
     pub(crate) environment: Option<String>,
+    pub(crate) keep_failed_outputs: bool,
     pub(crate) ignore: Ignore,
     pub(crate) action: Arc<Action>,
 }
@@ -68,6 +69,7 @@ impl Stage {
             inputs: Vec::new(),
             outputs: Vec::new(),
             environment: None,
+            keep_failed_outputs: false,
             ignore: crate::input::default_ignore(),
             action: Arc::new(|_| Ok(())),
         }
@@ -123,6 +125,13 @@ impl Stage {
     /// otherwise it runs again, and its action must rebuild `path` from scratch or repair it.
     pub fn environment(mut self, path: &str) -> Stage {
         self.environment = Some(path.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// Leaves what a failed run wrote in place instead of restoring the previous outputs: for
+    /// gates whose report matters most when they fail. A failed run is never recorded either way.
+    pub fn keep_failed_outputs(mut self) -> Stage {
+        self.keep_failed_outputs = true;
         self
     }
 
