@@ -48,6 +48,41 @@ pub enum Cmd {
     Push(Targets),
     /// Track a file or directory: cache it and write PATH.dvc, like `dvc add`
     Add(AddArgs),
+    /// Build the Python environment for training (the `deps` stage)
+    Deps,
+    /// Pull the data, check it and train the model (through the `train` stage)
+    Train,
+    /// Validate a model with ONNX Runtime against thresholds (the `validate` stage, or
+    /// standalone with --model-path and --test-data, like the reference validate_model.py)
+    Validate(ValidateArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ValidateArgs {
+    /// The ONNX model to validate (standalone mode)
+    #[arg(long, requires = "test_data")]
+    pub model_path: Option<std::path::PathBuf>,
+    /// The labelled holdout CSV: `text,label`, or feature columns and `label` (standalone mode)
+    #[arg(long, requires = "model_path")]
+    pub test_data: Option<std::path::PathBuf>,
+    /// Minimum accuracy
+    #[arg(long, default_value_t = 0.85)]
+    pub min_accuracy: f64,
+    /// Minimum recall of every class
+    #[arg(long, default_value_t = 0.70)]
+    pub min_recall: f64,
+    /// Maximum p99 single-row latency, in milliseconds
+    #[arg(long, default_value_t = 100.0)]
+    pub max_latency_ms: f64,
+    /// The model in production, to check for an accuracy regression against
+    #[arg(long)]
+    pub production_model: Option<std::path::PathBuf>,
+    /// Maximum accuracy drop against the production model
+    #[arg(long, default_value_t = 0.02)]
+    pub max_accuracy_drop: f64,
+    /// Where to write validation_report.json
+    #[arg(long)]
+    pub output_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]

@@ -4,11 +4,14 @@
 //! its own module and the stages are wired in `pipeline.rs`.
 
 mod ci;
+mod config;
 mod data;
 mod flags;
 mod pipeline;
 mod pyenv;
 mod status;
+mod train;
+mod validate;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +32,12 @@ fn main() -> ExitCode {
         Cmd::Pull(args) => data::pull(&root, &args.targets),
         Cmd::Push(args) => data::push(&root, &args.targets),
         Cmd::Add(args) => data::add(&root, &args.path),
+        Cmd::Deps => ci::run(&root, &flags.common, Some("deps")),
+        Cmd::Train => ci::run(&root, &flags.common, Some("train")),
+        Cmd::Validate(args) => match (&args.model_path, &args.test_data) {
+            (Some(model), Some(data)) => validate::run_standalone(&root, args, model, data),
+            _ => ci::run(&root, &flags.common, Some("validate")),
+        },
     };
     match result {
         Ok(code) => ExitCode::from(code),
