@@ -34,6 +34,9 @@ pub trait Remote: Send + Sync {
 
     /// Every key under `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Removes `key`; removing a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// A remote in a local directory, in the same layout as DVC's local remotes.
@@ -112,6 +115,13 @@ impl Remote for DirRemote {
             }
         }
         Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match fs::remove_file(self.path(key)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(anyhow::anyhow!("cannot delete {key}: {e}").into()),
+            _ => Ok(()),
+        }
     }
 }
 

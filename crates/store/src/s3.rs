@@ -178,4 +178,10 @@ impl Remote for S3Remote {
         }
         Ok(keys)
     }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let deleted = self.client.delete_object().bucket(&self.bucket).key(self.full_key(key)).send().await;
+        deleted.map_err(|e| self.classify(key, e))?;
+        Ok(())
+    }
 }

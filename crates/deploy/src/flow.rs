@@ -1,0 +1,330 @@
+//! Deploy, promote and rollback: start the release next to the live one, smoke-test it, switch
+//! the stable port to it, check it again through that port, record it — and put the previous
+//! release back if it fails after the switch.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use store::Remote;
+
+use crate::bundle::Blobs;
+use crate::ledger::{self, Approval, Event, EventKind, Ledger, Outcome, Release, SmokeCheck};
+use crate::smoke::{self, SmokeConfig};
+use crate::target::{self, Backend, Router, TargetKind};
+use crate::{DeployError, lock, notify};
+
+/// One environment's settings (`[environments.NAME]` in `slipway.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    /// Where it runs.
+    pub target: TargetKind,
+    /// The stable port on 127.0.0.1 (local and docker targets).
+    pub port: u16,
+    /// Its smoke tests.
+    #[serde(default)]
+    pub smoke: SmokeConfig,
+    /// Kubernetes settings, for the kubernetes target.
+    #[serde(default)]
+    pub kubernetes: Option<crate::kube::KubeConfig>,
+}
+
+/// The files of a release candidate, as built by the pipeline.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// name → path: `slipway-serve`, `slipway-router`, `libonnxruntime.so`, `model.onnx`, and
+    /// `image.tar` when an image was built.
+    pub files: Vec<(String, PathBuf)>,
+    /// The image's manifest digest, if built.
+    pub image_digest: Option<String>,
+    /// The image's tags.
+    pub tags: Vec<String>,
+    /// BLAKE3 of the deploy configuration.
+    pub config_digest: String,
+    /// The commit.
+    pub git_sha: String,
+}
+
+/// What a deploy did, for the exit code and the summary.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The events recorded, in order.
+    pub events: Vec<Event>,
+    /// 0 live, 1 rejected or rolled back.
+    pub exit_code: u8,
+}
+
+/// Deploys releases to environments and records it.
+pub struct Deployer {
+    /// The repository root.
+    pub root: PathBuf,
+    /// The environments.
+    pub envs: BTreeMap<String, EnvConfig>,
+    /// The artifact remote.
+    pub remote: Arc<dyn Remote>,
+    /// Who is acting.
+    pub who: String,
+    /// The webhook to tell, if any (a secret).
+    pub webhook: Option<String>,
+    /// Where progress lines go.
+    pub say: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Deployer {
+    fn ledger(&self) -> Ledger {
+        Ledger::new(self.remote.clone(), self.root.join(engine::STATE_DIR).join("ledger"))
+    }
+
+    fn blobs(&self) -> Blobs {
+        Blobs::new(self.remote.clone(), self.root.join(engine::STATE_DIR).join("blobs"))
+    }
+
+    fn env(&self, name: &str) -> Result<&EnvConfig, DeployError> {
+        self.envs.get(name).ok_or_else(|| DeployError::UnknownEnvironment {
+            env: name.into(),
+            known: self.envs.keys().cloned().collect(),
+        })
+    }
+
+    /// Every event of the ledger (from the local copy when the remote is unreachable).
+    pub async fn events(&self) -> Result<Vec<Event>, DeployError> {
+        Ok(self.ledger().events().await?.0)
+    }
+
+    /// Deploys `candidate` to `env` as a new release (or the existing one with the same files).
+    pub async fn deploy(&self, env: &str, candidate: &Candidate) -> Result<Report, DeployError> {
+        self.env(env)?;
+        let _lock = lock::acquire(&self.remote, env, &self.who).await?;
+        let events = self.ledger().events().await?.0;
+        let files = self.blobs().store(&candidate.files).await?;
+        let mut release = Release {
+            version: String::new(),
+            image_digest: candidate.image_digest.clone(),
+            model_digest: files.get("model.onnx").cloned().unwrap_or_default(),
+            serve_digest: files.get("slipway-serve").cloned().unwrap_or_default(),
+            config_digest: candidate.config_digest.clone(),
+            git_sha: candidate.git_sha.clone(),
+            tags: candidate.tags.clone(),
+            files,
+        };
+        let known = ledger::releases(&events);
+        release.version = match known.iter().find(|r| r.same_artifacts(&release)) {
+            Some(same) => same.version.clone(),
+            None => format!("v{}", known.len() + 1),
+        };
+        self.put_live(env, release, EventKind::Deploy, None, &events).await
+    }
+
+    /// Moves the release live on `from` to `to`, exactly as it is.
+    pub async fn promote(&self, from: &str, to: &str, approval: Approval) -> Result<Report, DeployError> {
+        self.env(from)?;
+        self.env(to)?;
+        let _lock = lock::acquire(&self.remote, to, &self.who).await?;
+        let events = self.ledger().events().await?.0;
+        let release = ledger::live(&events, from).ok_or_else(|| DeployError::NothingLive { env: from.into() })?;
+        self.put_live(to, release, EventKind::Promote, Some(approval), &events).await
+    }
+
+    /// Puts the recorded release `spec` back on `env`. Works from the local copies of the ledger
+    /// and the release files when the remote is unreachable.
+    pub async fn rollback(&self, spec: &str, env: &str) -> Result<Report, DeployError> {
+        self.env(env)?;
+        // Held to the end of the rollback; without the remote there is no lock to take.
+        let _lock = match lock::acquire(&self.remote, env, &self.who).await {
+            Err(DeployError::Store(store::StoreError::Unreachable { .. })) => {
+                (self.say)(
+                    "warning: the remote is unreachable: rolling back from the local copies, without the deploy lock",
+                );
+                None
+            }
+            other => Some(other?),
+        };
+        let (events, offline) = self.ledger().events().await?;
+        if offline {
+            (self.say)(
+                "warning: the ledger is read from the local copy; this rollback is recorded when the remote is back",
+            );
+        }
+        let release = ledger::find(&events, spec)?;
+        self.put_live(env, release, EventKind::Rollback, None, &events).await
+    }
+
+    async fn put_live(
+        &self,
+        env: &str,
+        release: Release,
+        kind: EventKind,
+        approval: Option<Approval>,
+        events: &[Event],
+    ) -> Result<Report, DeployError> {
+        let config = self.env(env)?.clone();
+        if config.target == TargetKind::Kubernetes {
+            return crate::kube::put_live(self, env, &config, release, kind, approval, events).await;
+        }
+        let previous = ledger::live(events, env);
+        let bundle = self.root.join(engine::STATE_DIR).join("releases").join(&release.version);
+        self.blobs().materialise(&release.files, &bundle).await?;
+        let dir = target::env_dir(&self.root, env);
+        let router = self.router(env, &config, &bundle).await?;
+        (self.say)(&format!("{env}: starting {} ({})", release.version, short(&release.model_digest)));
+        let candidate =
+            target::start(config.target, &release, &bundle, &dir.join("logs")).await.map_err(DeployError::Target)?;
+        let checks = smoke::run(&format!("http://{}", candidate.addr), &config.smoke, &release.model_digest).await;
+        if !passed(&checks) {
+            target::stop(&candidate).await.map_err(DeployError::Target)?;
+            let event = self.record(env, &release, kind, Outcome::Rejected, &previous, approval, checks).await?;
+            (self.say)(&format!("{env}: {} failed its smoke tests; {env} is unchanged", release.version));
+            return Ok(Report { events: vec![event], exit_code: 1 });
+        }
+        let old = self.switch(env, &router, candidate).await?;
+        let after = smoke::soak(&format!("http://{}", router.public), &config.smoke, &release.model_digest).await;
+        if passed(&after) {
+            if let Some(old) = old {
+                target::stop(&old).await.map_err(DeployError::Target)?;
+            }
+            let event = self.record(env, &release, kind, Outcome::Live, &previous, approval, after).await?;
+            (self.say)(&format!("{env}: {} is live on {}", release.version, router.public));
+            return Ok(Report { events: vec![event], exit_code: 0 });
+        }
+        let failed = self.record(env, &release, kind, Outcome::RolledBack, &previous, approval, after).await?;
+        let Some(previous_release) = previous.clone() else {
+            (self.say)(&format!(
+                "{env}: {} failed after the switch and there is no previous release to put back",
+                release.version
+            ));
+            return Ok(Report { events: vec![failed], exit_code: 1 });
+        };
+        (self.say)(&format!(
+            "{env}: {} failed after the switch; putting {} back",
+            release.version, previous_release.version
+        ));
+        let restored = self.restore(env, &config, &router, previous_release, old).await?;
+        Ok(Report { events: vec![failed, restored], exit_code: 1 })
+    }
+
+    /// Switches the router to `candidate`; returns the backend it replaced.
+    async fn switch(&self, env: &str, router: &Router, candidate: Backend) -> Result<Option<Backend>, DeployError> {
+        let live_file = target::env_dir(&self.root, env).join("live.json");
+        let old: Option<Backend> = std::fs::read(&live_file).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        router.switch(candidate.addr).await.map_err(DeployError::Target)?;
+        engine::write_atomic(&live_file, &serde_json::to_vec_pretty(&candidate).map_err(anyhow::Error::from)?)
+            .map_err(anyhow::Error::from)?;
+        Ok(old.filter(|o| target::alive(&o.handle)))
+    }
+
+    /// Puts `release` back after a failed switch: reuses the old backend if it still runs.
+    async fn restore(
+        &self,
+        env: &str,
+        config: &EnvConfig,
+        router: &Router,
+        release: Release,
+        old: Option<Backend>,
+    ) -> Result<Event, DeployError> {
+        let failing: Option<Backend> = std::fs::read(target::env_dir(&self.root, env).join("live.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let backend = match old {
+            Some(old) => old,
+            None => {
+                let bundle = self.root.join(engine::STATE_DIR).join("releases").join(&release.version);
+                self.blobs().materialise(&release.files, &bundle).await?;
+                target::start(config.target, &release, &bundle, &target::env_dir(&self.root, env).join("logs"))
+                    .await
+                    .map_err(DeployError::Target)?
+            }
+        };
+        self.switch(env, router, backend).await?;
+        if let Some(failing) = failing {
+            target::stop(&failing).await.map_err(DeployError::Target)?;
+        }
+        let checks = smoke::run(&format!("http://{}", router.public), &config.smoke, &release.model_digest).await;
+        let outcome = if passed(&checks) { Outcome::Live } else { Outcome::RolledBack };
+        self.record(env, &release, EventKind::AutoRollback, outcome, &None, None, checks).await
+    }
+
+    /// The environment's router, started if it is not running.
+    async fn router(&self, env: &str, config: &EnvConfig, bundle: &Path) -> Result<Router, DeployError> {
+        let dir = target::env_dir(&self.root, env);
+        let file = dir.join("router.json");
+        let known = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice::<Router>(&b).ok());
+        if let Some(router) = known
+            && router.answers().await
+        {
+            return Ok(router);
+        }
+        let router =
+            Router::start(&bundle.join("slipway-router"), config.port, &dir).await.map_err(DeployError::Target)?;
+        engine::write_atomic(&file, &serde_json::to_vec_pretty(&router).map_err(anyhow::Error::from)?)
+            .map_err(anyhow::Error::from)?;
+        Ok(router)
+    }
+
+    /// Stops what runs for `env`: its backend and its router.
+    pub async fn stop(&self, env: &str) -> Result<(), DeployError> {
+        let dir = target::env_dir(&self.root, env);
+        if let Some(live) =
+            std::fs::read(dir.join("live.json")).ok().and_then(|b| serde_json::from_slice::<Backend>(&b).ok())
+        {
+            target::stop(&live).await.map_err(DeployError::Target)?;
+            let _ = std::fs::remove_file(dir.join("live.json"));
+        }
+        if let Some(router) =
+            std::fs::read(dir.join("router.json")).ok().and_then(|b| serde_json::from_slice::<Router>(&b).ok())
+        {
+            router.shutdown().await.map_err(DeployError::Target)?;
+            let _ = std::fs::remove_file(dir.join("router.json"));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn record(
+        &self,
+        env: &str,
+        release: &Release,
+        kind: EventKind,
+        outcome: Outcome,
+        previous: &Option<Release>,
+        approval: Option<Approval>,
+        smoke: Vec<SmokeCheck>,
+    ) -> Result<Event, DeployError> {
+        let event = Event {
+            schema: ledger::EVENT_SCHEMA.into(),
+            seq: 0,
+            kind,
+            outcome,
+            env: env.into(),
+            release: release.clone(),
+            previous: previous.as_ref().map(|p| p.version.clone()),
+            who: self.who.clone(),
+            at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            approval,
+            smoke,
+        };
+        let recorded = match self.ledger().append(event.clone()).await {
+            Ok(e) => e,
+            Err(DeployError::RemoteUnreachable { .. } | DeployError::Store(store::StoreError::Unreachable { .. })) => {
+                self.ledger().keep_pending(&event)?;
+                event
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(url) = &self.webhook
+            && let Err(e) = notify::send(url, &recorded).await
+        {
+            (self.say)(&format!("warning: the webhook was not told: {e}"));
+        }
+        Ok(recorded)
+    }
+}
+
+fn passed(checks: &[SmokeCheck]) -> bool {
+    !checks.is_empty() && checks.iter().all(|c| c.passed)
+}
+
+fn short(digest: &str) -> String {
+    format!("model {}", &digest[..digest.len().min(12)])
+}

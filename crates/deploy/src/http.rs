@@ -1,0 +1,48 @@
+//! A small HTTP/1.1 client for smoke tests, the router's admin port and webhooks.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// A response: status, headers, body.
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+}
+
+/// Sends `method url` with `body` (JSON when given), waiting at most `timeout`.
+pub async fn send(method: &str, url: &str, body: Option<String>, timeout: Duration) -> Result<Reply> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).context("a valid request")?;
+    let response = tokio::time::timeout(timeout, client.request(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {url} within {timeout:?}"))?
+        .with_context(|| format!("cannot reach {url}"))?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.with_context(|| format!("the answer from {url} broke off"))?.to_bytes();
+    Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+}

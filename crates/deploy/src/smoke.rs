@@ -1,0 +1,101 @@
+//! Smoke tests: is the server ready, does it answer known inputs with the expected labels, fast
+//! enough, and is it the model the release names?
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::http;
+use crate::ledger::SmokeCheck;
+
+/// One input and the label it must get.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SmokeCase {
+    /// The text sent to `/predict`.
+    pub text: String,
+    /// The label expected back.
+    pub label: String,
+}
+
+/// An environment's smoke tests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmokeConfig {
+    /// Inputs and expected labels.
+    pub cases: Vec<SmokeCase>,
+    /// Slowest acceptable answer to a case.
+    pub max_latency_ms: f64,
+    /// After a switch, how long to keep checking through the stable port before calling it good.
+    pub soak_seconds: f64,
+}
+
+impl Default for SmokeConfig {
+    fn default() -> SmokeConfig {
+        let case = |text: &str, label: &str| SmokeCase { text: text.into(), label: label.into() };
+        SmokeConfig {
+            cases: vec![
+                case("a wonderful, moving film with a brilliant cast", "fresh"),
+                case("a dull, lifeless and boring mess", "rotten"),
+            ],
+            max_latency_ms: 500.0,
+            soak_seconds: 2.0,
+        }
+    }
+}
+
+/// Runs every check against `base` (e.g. `http://127.0.0.1:18080`); `model_digest` is the
+/// BLAKE3 the server must report.
+pub async fn run(base: &str, config: &SmokeConfig, model_digest: &str) -> Vec<SmokeCheck> {
+    let mut checks = Vec::new();
+    let ready = http::send("GET", &format!("{base}/readyz"), None, Duration::from_secs(5)).await;
+    checks.push(match ready {
+        Ok(r) => check("readyz", r.status == 200, format!("HTTP {}", r.status)),
+        Err(e) => check("readyz", false, format!("{e:#}")),
+    });
+    let mut slowest = 0.0f64;
+    for case in &config.cases {
+        let start = Instant::now();
+        let body = serde_json::json!({ "text": case.text }).to_string();
+        let answer = http::send("POST", &format!("{base}/predict"), Some(body), Duration::from_secs(10)).await;
+        slowest = slowest.max(start.elapsed().as_secs_f64() * 1000.0);
+        let name = format!("predict {:?}", case.text);
+        checks.push(match answer {
+            Ok(r) => {
+                let label = serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .ok()
+                    .and_then(|v| v["label"].as_str().map(str::to_string));
+                let digest = r.header("x-model-digest").unwrap_or_default();
+                let want_digest = format!("blake3:{model_digest}");
+                let ok = r.status == 200 && label.as_deref() == Some(case.label.as_str()) && digest == want_digest;
+                check(
+                    &name,
+                    ok,
+                    format!(
+                        "HTTP {}, label {label:?} (want {:?}), model {digest} (want {want_digest})",
+                        r.status, case.label
+                    ),
+                )
+            }
+            Err(e) => check(&name, false, format!("{e:#}")),
+        });
+    }
+    let fast = slowest <= config.max_latency_ms;
+    checks.push(check("latency", fast, format!("slowest case {slowest:.1} ms, bound {} ms", config.max_latency_ms)));
+    checks
+}
+
+/// Repeats the checks through the stable port for the soak window; stops at the first failure.
+pub async fn soak(base: &str, config: &SmokeConfig, model_digest: &str) -> Vec<SmokeCheck> {
+    let end = Instant::now() + Duration::from_secs_f64(config.soak_seconds);
+    loop {
+        let checks = run(base, config, model_digest).await;
+        if checks.iter().any(|c| !c.passed) || Instant::now() >= end {
+            return checks;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn check(name: &str, passed: bool, detail: String) -> SmokeCheck {
+    SmokeCheck { name: name.into(), passed, detail }
+}

@@ -1,0 +1,265 @@
+//! Deploy targets: where a release's server runs. `local` runs the release's own binary as a
+//! background process; `docker` runs the release's image. Both sit behind the environment's
+//! router, which owns the stable port, so a version switch loses no request.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use xshell::cmd;
+
+use crate::http;
+use crate::ledger::Release;
+
+/// A running server of one release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    /// The release version it serves.
+    pub version: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// How to stop it.
+    pub handle: Handle,
+}
+
+/// A process or a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Handle {
+    /// A local process.
+    Pid(u32),
+    /// A Docker container id.
+    Container(String),
+}
+
+/// Where releases run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    /// The release's binary as a background process (the embedded default).
+    Local,
+    /// The release's image on a Docker engine.
+    Docker,
+    /// Deployment and Service manifests applied with kubectl.
+    Kubernetes,
+}
+
+/// Starts a server of `release` (files in `bundle`) on a free loopback port and waits until it
+/// is ready. `logs` is the directory for its output.
+pub async fn start(kind: TargetKind, release: &Release, bundle: &Path, logs: &Path) -> Result<Backend> {
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let handle = match kind {
+        TargetKind::Local => Handle::Pid(spawn_local(release, bundle, addr, logs)?),
+        TargetKind::Docker => Handle::Container(run_container(release, bundle, port)?),
+        TargetKind::Kubernetes => bail!("the kubernetes target does not run local backends"),
+    };
+    let backend = Backend { version: release.version.clone(), addr, handle };
+    if let Err(e) = wait_ready(&backend).await {
+        let _ = stop(&backend).await;
+        return Err(e.context(format!("{} did not become ready; its log is in {}", release.version, logs.display())));
+    }
+    Ok(backend)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a background server must outlive this process; xshell only runs commands to completion"
+)]
+fn spawn_local(release: &Release, bundle: &Path, addr: SocketAddr, logs: &Path) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(logs)?;
+    let log = std::fs::File::create(logs.join(format!("{}-{}.log", release.version, addr.port())))?;
+    let child = std::process::Command::new(bundle.join("slipway-serve"))
+        .arg("--model")
+        .arg(bundle.join("model.onnx"))
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--model-version")
+        .arg(&release.version)
+        .env("ORT_DYLIB_PATH", bundle.join("libonnxruntime.so"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C meant for `cargo xtask` must not stop production.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bundle.join("slipway-serve").display()))?;
+    Ok(child.id())
+}
+
+/// The image reference a release's tar loads as.
+pub fn image_ref(release: &Release) -> Result<String> {
+    let tag = release.tags.first().context("the release has no image tag; build it with `cargo xtask image`")?;
+    Ok(format!("slipway-serve:{tag}"))
+}
+
+fn run_container(release: &Release, bundle: &Path, port: u16) -> Result<String> {
+    let sh = xshell::Shell::new()?;
+    let image = image_ref(release)?;
+    if cmd!(sh, "docker image inspect {image}").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+        let tar = bundle.join("image.tar");
+        cmd!(sh, "docker load -q -i {tar}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .context("load the release image into Docker")?;
+    }
+    let name = format!("slipway-{}-{port}", release.version);
+    let publish = format!("127.0.0.1:{port}:8080");
+    let id = cmd!(sh, "docker run -d --name {name} -p {publish} {image}")
+        .quiet()
+        .read()
+        .context("start the release container")?;
+    Ok(id.trim().to_string())
+}
+
+async fn wait_ready(backend: &Backend) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = format!("http://{}/readyz", backend.addr);
+    loop {
+        if let Ok(r) = http::send("GET", &url, None, Duration::from_secs(2)).await
+            && r.status == 200
+        {
+            return Ok(());
+        }
+        if !alive(&backend.handle) {
+            bail!("the server exited before it was ready");
+        }
+        if Instant::now() > deadline {
+            bail!("not ready after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the process or container is still running.
+pub fn alive(handle: &Handle) -> bool {
+    match handle {
+        Handle::Pid(pid) => {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // A zombie has exited; only its parent has not collected it yet.
+            !stat.is_empty() && stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        }
+        Handle::Container(id) => xshell::Shell::new().is_ok_and(|sh| {
+            let format = "{{.State.Running}}";
+            cmd!(sh, "docker inspect -f {format} {id}").quiet().ignore_stderr().read().is_ok_and(|s| s.trim() == "true")
+        }),
+    }
+}
+
+/// Stops a backend gracefully (SIGTERM, up to 15 s), then for good.
+pub async fn stop(backend: &Backend) -> Result<()> {
+    let sh = xshell::Shell::new()?;
+    match &backend.handle {
+        Handle::Pid(pid) => {
+            let pid = pid.to_string();
+            let _ = cmd!(sh, "kill -TERM {pid}").quiet().ignore_stderr().run();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while alive(&backend.handle) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if alive(&backend.handle) {
+                let _ = cmd!(sh, "kill -KILL {pid}").quiet().ignore_stderr().run();
+            }
+        }
+        Handle::Container(id) => {
+            let _ = cmd!(sh, "docker stop -t 15 {id}").quiet().ignore_stdout().ignore_stderr().run();
+            let _ = cmd!(sh, "docker rm -f {id}").quiet().ignore_stdout().ignore_stderr().run();
+        }
+    }
+    Ok(())
+}
+
+/// The router of one environment: its process and ports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Router {
+    /// Its process.
+    pub pid: u32,
+    /// The stable, public address.
+    pub public: SocketAddr,
+    /// The admin address.
+    pub admin: SocketAddr,
+}
+
+impl Router {
+    /// Starts `router_bin` on `port` in the background, with its state in `dir`.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the router must outlive this process; xshell only runs commands to completion"
+    )]
+    pub async fn start(router_bin: &Path, port: u16, dir: &Path) -> Result<Router> {
+        use std::os::unix::process::CommandExt;
+        std::fs::create_dir_all(dir)?;
+        let addr_file = dir.join("router.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::File::create(dir.join("router.log"))?;
+        let mut child = std::process::Command::new(router_bin)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", "127.0.0.1:0", "--addr-file"])
+            .arg(&addr_file)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start the router {}", router_bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some((public, admin)) = std::fs::read_to_string(&addr_file).ok().and_then(|s| parse_addrs(&s)) {
+                return Ok(Router { pid: child.id(), public, admin });
+            }
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(dir.join("router.log")).unwrap_or_default();
+                bail!("the router exited ({status}) before listening on port {port}: {}", log.trim());
+            }
+            if Instant::now() > deadline {
+                bail!("the router did not start within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether it answers on its admin port.
+    pub async fn answers(&self) -> bool {
+        http::send("GET", &format!("http://{}/backend", self.admin), None, Duration::from_secs(2))
+            .await
+            .is_ok_and(|r| r.status == 200)
+    }
+
+    /// Sends new requests to `backend` and returns once the previous backend is drained.
+    pub async fn switch(&self, backend: SocketAddr) -> Result<()> {
+        let r = http::send(
+            "PUT",
+            &format!("http://{}/backend", self.admin),
+            Some(backend.to_string()),
+            Duration::from_secs(60),
+        )
+        .await?;
+        if r.status != 200 {
+            bail!("the router refused the switch: HTTP {} {}", r.status, r.text());
+        }
+        Ok(())
+    }
+
+    /// Stops it.
+    pub async fn shutdown(&self) -> Result<()> {
+        let _ = http::send("POST", &format!("http://{}/shutdown", self.admin), None, Duration::from_secs(5)).await;
+        Ok(())
+    }
+}
+
+fn parse_addrs(s: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let mut it = s.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The state directory of an environment.
+pub fn env_dir(root: &Path, env: &str) -> PathBuf {
+    root.join(engine::STATE_DIR).join("deploy").join(env)
+}

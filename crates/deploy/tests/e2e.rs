@@ -1,0 +1,276 @@
+//! End to end on the local target: real `slipway-serve` processes with real models and ONNX
+//! Runtime behind real routers, a client on loopback sending requests throughout.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deploy::{Approval, Deployer, EnvConfig, EventKind, Outcome, SmokeConfig, TargetKind};
+use store::{DirRemote, Remote};
+
+use crate::fixture::{Load, binaries, candidate, model};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Kills whatever the test started, even when it fails half-way.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for entry in walkdir::WalkDir::new(self.0.join(".slipway/deploy")).into_iter().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            let pid = v["pid"].as_u64().or_else(|| v["handle"]["pid"].as_u64());
+            if let Some(pid) = pid {
+                let sh = xshell::Shell::new().unwrap();
+                let pid = pid.to_string();
+                let _ = xshell::cmd!(sh, "kill -9 {pid}").quiet().ignore_stderr().run();
+            }
+        }
+    }
+}
+
+struct World {
+    root: tempfile::TempDir,
+    remote: Arc<dyn Remote>,
+    envs: BTreeMap<String, EnvConfig>,
+    said: Arc<Mutex<Vec<String>>>,
+    webhook: Option<String>,
+}
+
+impl World {
+    fn new(production_soak: f64) -> World {
+        let root = tempfile::tempdir().unwrap();
+        let remote: Arc<dyn Remote> = Arc::new(DirRemote::new(root.path().join("remote")));
+        let env = |soak: f64| EnvConfig {
+            target: TargetKind::Local,
+            port: free_port(),
+            smoke: SmokeConfig { soak_seconds: soak, ..SmokeConfig::default() },
+            kubernetes: None,
+        };
+        let envs =
+            [("staging".to_string(), env(0.2)), ("production".to_string(), env(production_soak))].into_iter().collect();
+        World { root, remote, envs, said: Arc::default(), webhook: None }
+    }
+
+    fn deployer(&self) -> Deployer {
+        self.deployer_with(self.remote.clone())
+    }
+
+    fn deployer_with(&self, remote: Arc<dyn Remote>) -> Deployer {
+        let said = self.said.clone();
+        Deployer {
+            root: self.root.path().to_path_buf(),
+            envs: self.envs.clone(),
+            remote,
+            who: "tester".into(),
+            webhook: self.webhook.clone(),
+            say: Box::new(move |l| said.lock().unwrap().push(l.to_string())),
+        }
+    }
+
+    fn url(&self, env: &str) -> String {
+        format!("http://127.0.0.1:{}/predict", self.envs[env].port)
+    }
+
+    fn cleanup(&self) -> Cleanup {
+        Cleanup(self.root.path().to_path_buf())
+    }
+}
+
+fn approval() -> Approval {
+    Approval { by: "tester".into(), how: "--approve".into() }
+}
+
+async fn digest_served(url: &str) -> String {
+    let body = Some(r#"{"text":"a good film"}"#.to_string());
+    deploy::http::send("POST", url, body, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .header("x-model-digest")
+        .unwrap_or_default()
+}
+
+fn b3(path: &Path) -> String {
+    format!("blake3:{}", blake3::hash(&std::fs::read(path).unwrap()).to_hex())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploy_promote_deploy_rollback_under_load_loses_no_request() {
+    let (serve, router) = binaries();
+    let world = World::new(1.0);
+    let _cleanup = world.cleanup();
+    let models = tempfile::tempdir().unwrap();
+    let (m1, m2) = (model(models.path(), "m1", 120, false), model(models.path(), "m2", 240, false));
+    let (c1, c2) = (candidate(&serve, &router, &m1, "1111aaaa"), candidate(&serve, &router, &m2, "2222bbbb"));
+    let d = world.deployer();
+
+    assert_eq!(d.deploy("staging", &c1).await.unwrap().exit_code, 0);
+    assert_eq!(d.promote("staging", "production", approval()).await.unwrap().exit_code, 0);
+    let load = Load::start(world.url("production"), 3);
+    assert_eq!(d.deploy("staging", &c2).await.unwrap().exit_code, 0);
+    let promoted = d.promote("staging", "production", approval()).await.unwrap();
+    assert_eq!((promoted.exit_code, promoted.events[0].release.version.as_str()), (0, "v2"));
+    assert_eq!(digest_served(&world.url("production")).await, b3(&m2));
+
+    let start = Instant::now();
+    let url = world.url("production");
+    let v1 = b3(&m1);
+    let watcher = tokio::spawn(async move {
+        loop {
+            if digest_served(&url).await == v1 {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let rolled = d.rollback("v1", "production").await.unwrap();
+    let restored_in = watcher.await.unwrap();
+    let stats = load.stop().await;
+    println!(
+        "time to restore: rollback --version v1 answered from v1 after {restored_in:?} (command took {:?})",
+        start.elapsed()
+    );
+    println!("requests during promote and rollback: {} ok, {} failed", stats.ok, stats.failed);
+    assert_eq!(stats.failed, 0, "{:?}", stats.failures);
+    assert!(stats.ok > 20);
+    assert_eq!(stats.digests, [b3(&m1), b3(&m2)].into_iter().collect(), "both releases answered under load");
+    assert_eq!(rolled.exit_code, 0);
+    assert_eq!(digest_served(&world.url("production")).await, b3(&m1));
+
+    let events = d.events().await.unwrap();
+    let story: Vec<(EventKind, &str, &str, Outcome)> =
+        events.iter().map(|e| (e.kind, e.release.version.as_str(), e.env.as_str(), e.outcome)).collect();
+    assert_eq!(
+        story,
+        [
+            (EventKind::Deploy, "v1", "staging", Outcome::Live),
+            (EventKind::Promote, "v1", "production", Outcome::Live),
+            (EventKind::Deploy, "v2", "staging", Outcome::Live),
+            (EventKind::Promote, "v2", "production", Outcome::Live),
+            (EventKind::Rollback, "v1", "production", Outcome::Live),
+        ]
+    );
+    assert_eq!(events[3].approval, Some(approval()));
+    assert_eq!(events[4].previous.as_deref(), Some("v2"));
+    for env in ["staging", "production"] {
+        d.stop(env).await.unwrap();
+    }
+}
+
+/// A server that works, then crashes: the real one, killed 2.5 s after it starts.
+fn crashing_server(dir: &Path, serve: &Path) -> PathBuf {
+    let script = dir.join("crashing-serve");
+    let text = format!("#!/bin/sh\n\"{}\" \"$@\" &\nchild=$!\nsleep 2.5\nkill -9 $child\n", serve.display());
+    std::fs::write(&script, text).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&script).unwrap().permissions(), 0o755);
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_releases_never_reach_production_or_are_rolled_back_at_once() {
+    let (serve, router) = binaries();
+    let world = World::new(4.0);
+    let _cleanup = world.cleanup();
+    let models = tempfile::tempdir().unwrap();
+    let good = model(models.path(), "good", 120, false);
+    let flipped = model(models.path(), "flipped", 120, true);
+    let d = world.deployer();
+    d.deploy("staging", &candidate(&serve, &router, &good, "aaaa0001")).await.unwrap();
+    d.promote("staging", "production", approval()).await.unwrap();
+
+    // Fails its smoke cases: rejected on staging, which keeps serving the good model.
+    let rejected = d.deploy("staging", &candidate(&serve, &router, &flipped, "bbbb0002")).await.unwrap();
+    assert_eq!((rejected.exit_code, rejected.events[0].outcome), (1, Outcome::Rejected));
+    assert!(rejected.events[0].smoke.iter().any(|c| !c.passed && c.name.starts_with("predict")));
+    assert_eq!(digest_served(&world.url("staging")).await, b3(&good));
+
+    // Passes staging's short checks, then crashes in production: put back automatically.
+    let crashing = crashing_server(models.path(), &serve);
+    let late = d.deploy("staging", &candidate(&crashing, &router, &good, "cccc0003")).await.unwrap();
+    assert_eq!(late.exit_code, 0, "{:?}", late.events);
+    let load = Load::start(world.url("production"), 2);
+    let promoted = d.promote("staging", "production", approval()).await.unwrap();
+    let stats = load.stop().await;
+    println!("requests during the failed promotion: {} ok, {} failed (the crash itself)", stats.ok, stats.failed);
+    assert_eq!(promoted.exit_code, 1);
+    let kinds: Vec<(EventKind, Outcome, &str)> =
+        promoted.events.iter().map(|e| (e.kind, e.outcome, e.release.version.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [(EventKind::Promote, Outcome::RolledBack, "v3"), (EventKind::AutoRollback, Outcome::Live, "v1")]
+    );
+    assert_eq!(digest_served(&world.url("production")).await, b3(&good));
+    let events = d.events().await.unwrap();
+    assert!(
+        !events.iter().any(|e| e.env == "production" && e.release.version == "v2"),
+        "the flipped model never reached production"
+    );
+    for env in ["staging", "production"] {
+        d.stop(env).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_are_clear_errors_and_rollback_works_without_the_remote() {
+    let (serve, router) = binaries();
+    let mut world = World::new(0.2);
+    let _cleanup = world.cleanup();
+    let secret = "hook-token-5ec2e7-do-not-print";
+    let hook = crate::fixture::echo_backend("ok", Duration::ZERO).await.0;
+    world.webhook = Some(format!("http://{hook}/hooks/{secret}"));
+    let models = tempfile::tempdir().unwrap();
+    let m1 = model(models.path(), "m1", 120, false);
+    let d = world.deployer();
+
+    let unknown_env = d.deploy("qa", &candidate(&serve, &router, &m1, "aaaa")).await.unwrap_err();
+    assert_eq!(unknown_env.to_string(), "there is no environment `qa` (environments: production, staging)");
+    let nothing = d.promote("staging", "production", approval()).await.unwrap_err();
+    assert_eq!(nothing.to_string(), "nothing is live on staging; deploy there first");
+
+    // Two deploys at once: one waits for nobody and is refused.
+    let c1 = candidate(&serve, &router, &m1, "aaaa1111");
+    let other = world.deployer();
+    let (a, b) = tokio::join!(d.deploy("staging", &c1), other.deploy("staging", &c1));
+    let refused: Vec<String> = [a, b].into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].starts_with("another deploy to staging is running (by tester"), "{refused:?}");
+    d.promote("staging", "production", approval()).await.unwrap();
+    let unknown_version = d.rollback("v7", "production").await.unwrap_err();
+    assert_eq!(unknown_version.to_string(), "no release matches `v7` (releases: v1)");
+
+    // The remote goes away: the rollback runs from the local copies and is kept to record later.
+    let port = free_port();
+    let settings = store::config::S3Settings {
+        bucket: "gone".into(),
+        prefix: String::new(),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: "us-east-1".into(),
+        keys: Some(("k".into(), "s".into())),
+        session_token: None,
+        profile: None,
+    };
+    let unreachable: Arc<dyn Remote> = Arc::new(store::s3::S3Remote::connect(&settings).unwrap());
+    let offline = world.deployer_with(unreachable);
+    let rolled = offline.rollback("v1", "production").await.unwrap();
+    assert_eq!(rolled.exit_code, 0);
+    assert_eq!(digest_served(&world.url("production")).await, b3(&m1));
+    assert!(world.said.lock().unwrap().iter().any(|l| l.contains("rolling back from the local copies")));
+
+    // The secret never appears in anything Slipway wrote or said.
+    let mut written = world.said.lock().unwrap().join("\n");
+    for entry in walkdir::WalkDir::new(world.root.path()).into_iter().flatten().filter(|e| e.file_type().is_file()) {
+        if entry.metadata().unwrap().len() < 5_000_000 {
+            written.push_str(&String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap()));
+        }
+    }
+    assert!(!written.contains(secret), "the webhook secret leaked");
+    for env in ["staging", "production"] {
+        d.stop(env).await.unwrap();
+    }
+}
