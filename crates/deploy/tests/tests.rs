@@ -3,5 +3,6 @@
 
 mod e2e;
 mod fixture;
+mod kube;
 mod ledger;
 mod router;

@@ -1,0 +1,57 @@
+//! The kubernetes target's manifests: golden files, and `kubectl` parsing them client-side.
+//! No API server can run on these machines, so nothing is applied here.
+
+use deploy::kube::{KubeConfig, render};
+use deploy::ledger::Release;
+
+fn release() -> Release {
+    Release {
+        version: "v7".into(),
+        image_digest: Some("sha256:4f0c3d6e8a5b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d".into()),
+        model_digest: "c0ffee00".repeat(8),
+        serve_digest: "serve".into(),
+        config_digest: "config".into(),
+        git_sha: "0123456789abcdef0123456789abcdef01234567".into(),
+        tags: vec!["0123456".into()],
+        files: Default::default(),
+    }
+}
+
+fn config() -> KubeConfig {
+    KubeConfig {
+        namespace: "ml".into(),
+        replicas: 3,
+        repository: "ghcr.io/team/slipway-serve".into(),
+        context: None,
+        url: "https://api.example.com".into(),
+    }
+}
+
+#[test]
+fn manifests_reference_the_image_by_digest_with_readiness_on_readyz() {
+    let yaml = render("production", &release(), &config()).unwrap();
+    insta::assert_snapshot!(yaml);
+    assert!(yaml.contains("image: ghcr.io/team/slipway-serve@sha256:4f0c3d6e"));
+    assert_eq!(render("production", &release(), &config()).unwrap(), yaml, "rendering is deterministic");
+}
+
+#[test]
+fn kubectl_parses_the_manifests_client_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.yaml");
+    std::fs::write(&path, render("staging", &release(), &config()).unwrap()).unwrap();
+    let sh = xshell::Shell::new().unwrap();
+    let kubectl = sh.var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let names = xshell::cmd!(sh, "{kubectl} label --local -f {path} checked=yes -o name")
+        .read()
+        .expect("kubectl is needed for this test (Debian: apt-get install kubernetes-client)");
+    assert_eq!(names.lines().collect::<Vec<_>>(), ["deployment.apps/slipway-staging", "service/slipway-staging"]);
+}
+
+#[test]
+fn a_release_without_an_image_cannot_go_to_kubernetes() {
+    let mut r = release();
+    r.image_digest = None;
+    let err = render("production", &r, &config()).unwrap_err().to_string();
+    assert!(err.contains("needs `cargo xtask image --push`"), "{err}");
+}
