@@ -1,0 +1,172 @@
+//! The two servers under test, each started on 127.0.0.1 and stopped at the end: slipway-serve
+//! (the release binary cargo builds for this bench) and the FastAPI baseline, from a scratch
+//! virtualenv holding the same onnxruntime wheel, whose library slipway-serve loads too.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use xshell::{Shell, cmd};
+
+pub fn root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::canonicalize(&root).unwrap_or(root)
+}
+
+fn benches() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches")
+}
+
+/// `target/tmp/bench-venv` with `benches/requirements.lock` installed, reused while the lock
+/// is unchanged (a copy of the lock inside the venv records what it holds).
+pub fn bench_venv(sh: &Shell) -> anyhow::Result<PathBuf> {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-venv");
+    let lock = benches().join("requirements.lock");
+    let installed = venv.join("slipway-bench.lock");
+    let wanted = std::fs::read_to_string(&lock).context("read benches/requirements.lock")?;
+    if std::fs::read_to_string(&installed).is_ok_and(|have| have == wanted) {
+        return Ok(venv);
+    }
+    let python = root().join(".slipway/train-env/bin/python");
+    let uv = root().join(".slipway/tools/bin/uv");
+    if !python.is_file() || !uv.is_file() {
+        bail!("the training environment or uv is missing: run `cargo xtask deps` first");
+    }
+    eprintln!("bench: installing FastAPI, uvicorn and onnxruntime into {}", venv.display());
+    cmd!(sh, "{uv} venv --quiet --python {python} {venv}").run().context("create the bench virtualenv")?;
+    let venv_python = venv.join("bin/python");
+    cmd!(sh, "{uv} pip install --quiet --python {venv_python} -r {lock}")
+        .run()
+        .context("install the FastAPI baseline")?;
+    std::fs::write(&installed, wanted)?;
+    Ok(venv)
+}
+
+/// A server process; killed on drop if it is still running.
+pub struct Running {
+    pub name: &'static str,
+    pub base: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// slipway-serve on `model`, loading ONNX Runtime from the bench venv's wheel, with its default
+/// sessions (one per CPU) or just one, like the baseline's one session (its HTTP side still runs
+/// on every core, as uvicorn's cannot).
+pub fn start_slipway(model: &Path, venv: &Path, one_session: bool) -> anyhow::Result<Running> {
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--model", path_str(model)?, "--listen", &listen];
+    let name = if one_session {
+        args.extend(["--sessions", "1"]);
+        "slipway-serve/1"
+    } else {
+        "slipway-serve"
+    };
+    let envs = [("SLIPWAY_PYTHON_ENV", path_str(venv)?)];
+    start(name, env!("CARGO_BIN_EXE_slipway-serve").as_ref(), &args, &envs, port)
+}
+
+/// The FastAPI app on `model`: one uvicorn worker (uvloop and httptools), no access log.
+pub fn start_fastapi(model: &Path, venv: &Path) -> anyhow::Result<Running> {
+    let port = free_port()?.to_string();
+    let app_dir = benches();
+    let args = [
+        "-m",
+        "uvicorn",
+        "fastapi_app:app",
+        "--app-dir",
+        path_str(&app_dir)?,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ];
+    let envs = [("SLIPWAY_MODEL", path_str(model)?)];
+    start("fastapi", &venv.join("bin/python"), &args, &envs, port.parse()?)
+}
+
+#[allow(clippy::disallowed_methods, reason = "the bench keeps each server's child handle to stop it at the end")]
+fn start(
+    name: &'static str,
+    program: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    port: u16,
+) -> anyhow::Result<Running> {
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{}.log", name.replace('/', "-")));
+    let log_file = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    let child = std::process::Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("ORT_DYLIB_PATH")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("start {name} ({})", program.display()))?;
+    let running = Running { name, base: format!("http://127.0.0.1:{port}"), child, log };
+    running.wait_ready()?;
+    Ok(running)
+}
+
+impl Running {
+    /// Polls `/readyz` until 200, for at most 60 s.
+    fn wait_ready(&self) -> anyhow::Result<()> {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let (url, deadline) = (format!("{}/readyz", self.base), Instant::now() + Duration::from_secs(60));
+        while agent.get(&url).call().map_or(true, |r| r.status() != 200) {
+            if Instant::now() > deadline {
+                bail!("{} was not ready within 60 s; its log:\n{}", self.name, self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits up to 15 s for the exit status.
+    pub fn stop(mut self, sh: &Shell) -> anyhow::Result<Option<i32>> {
+        let pid = self.child.id().to_string();
+        cmd!(sh, "kill -TERM {pid}").quiet().run().with_context(|| format!("stop {}", self.name))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not stop within 15 s of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A port free at the moment of asking (the server binds it a moment later).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))
+}
