@@ -30,7 +30,8 @@ pub fn run(root: &Path, common: &Common, target: Option<&str>) -> Result<u8> {
 }
 
 /// Secrets that must never be printed; stages that read them also declare them as inputs.
-pub const SECRETS: &[&str] = &["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "SLIPWAY_WEBHOOK_URL"];
+pub const SECRETS: &[&str] =
+    &["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "SLIPWAY_WEBHOOK_URL", "SLIPWAY_REGISTRY_PASSWORD"];
 
 /// The workspace of this process. Its step cache is local, backed by the artifact remote when
 /// that is S3 (shared by CI and laptops) or when `SLIPWAY_STEP_CACHE=remote`;

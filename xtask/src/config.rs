@@ -14,6 +14,24 @@ pub struct Config {
     pub data: gate::DataRules,
     /// Thresholds for the model gate.
     pub validate: ValidateConfig,
+    /// Environments; `staging` and `production` on the local target when none are given.
+    pub environments: std::collections::BTreeMap<String, deploy::EnvConfig>,
+}
+
+impl Config {
+    /// The configured environments, or the default pair.
+    pub fn environments(&self) -> std::collections::BTreeMap<String, deploy::EnvConfig> {
+        if !self.environments.is_empty() {
+            return self.environments.clone();
+        }
+        let env = |port| deploy::EnvConfig {
+            target: deploy::TargetKind::Local,
+            port,
+            smoke: Default::default(),
+            kubernetes: None,
+        };
+        [("staging".to_string(), env(18080)), ("production".to_string(), env(18081))].into_iter().collect()
+    }
 }
 
 /// `[validate]`: the model gate's thresholds.

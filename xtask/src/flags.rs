@@ -55,6 +55,66 @@ pub enum Cmd {
     /// Validate a model with ONNX Runtime against thresholds (the `validate` stage, or
     /// standalone with --model-path and --test-data, like the reference validate_model.py)
     Validate(ValidateArgs),
+    /// Build the serving image (and push it when SLIPWAY_REGISTRY is set), through the pipeline
+    Image,
+    /// Deploy the current release to an environment, with smoke tests (staging in `ci`)
+    Deploy(DeployArgs),
+    /// Move exactly the release live on staging to another environment; needs approval
+    Promote(PromoteArgs),
+    /// Put a recorded release back on an environment: no build, no training
+    Rollback(RollbackArgs),
+    /// List the release ledger
+    Releases(ReleasesArgs),
+    /// Stop what the local and docker targets run for an environment
+    Stop(StopArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct DeployArgs {
+    /// The environment, e.g. `staging`
+    pub env: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct PromoteArgs {
+    /// The environment to promote to, e.g. `production`
+    pub env: String,
+    /// Where the release comes from
+    #[arg(long, default_value = "staging")]
+    pub from: String,
+    /// Approve without a prompt (CI, behind a protected environment)
+    #[arg(long)]
+    pub approve: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct RollbackArgs {
+    /// The release: a version (v3), a git sha prefix, or an image tag
+    #[arg(long)]
+    pub version: String,
+    /// The environment
+    #[arg(long, default_value = "production")]
+    pub env: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ReleasesArgs {
+    /// Only this environment's events
+    #[arg(long)]
+    pub env: Option<String>,
+    /// As JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct StopArgs {
+    /// The environment to stop
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Every environment
+    #[arg(long, conflicts_with = "env")]
+    pub all: bool,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -7,8 +7,10 @@ mod ci;
 mod config;
 mod data;
 mod flags;
+mod image;
 mod pipeline;
 mod pyenv;
+mod release;
 mod status;
 mod train;
 mod validate;
@@ -38,6 +40,12 @@ fn main() -> ExitCode {
             (Some(model), Some(data)) => validate::run_standalone(&root, args, model, data),
             _ => ci::run(&root, &flags.common, Some("validate")),
         },
+        Cmd::Image => ci::run(&root, &flags.common, Some("image")),
+        Cmd::Deploy(args) => release::deploy_cmd(&root, &args.env),
+        Cmd::Promote(args) => release::promote_cmd(&root, args),
+        Cmd::Rollback(args) => release::rollback_cmd(&root, args),
+        Cmd::Releases(args) => release::releases_cmd(&root, args),
+        Cmd::Stop(args) => release::stop_cmd(&root, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -24,6 +24,7 @@ const RUST_SOURCES: &[&str] =
 /// The tools the tests run for real (dvc, SeaweedFS), and their lock.
 pub const TOOLS_ENV: &str = ".slipway/tools";
 const TOOLS_LOCK: &str = "tools/requirements.lock";
+const SYSTEM_PACKAGES: &str = "tools/system-packages.txt";
 /// The training environment's lock, the training code and its parameters.
 const TRAIN_LOCK: &str = "training/requirements.lock";
 const TRAIN_SCRIPT: &str = "training/train.py";
@@ -42,7 +43,11 @@ pub fn pipeline(root: &Path) -> Result<Pipeline> {
         .stage(pull(root))?
         .stage(check_data(&config))?
         .stage(train(root)?)?
-        .stage(validate(&config))?;
+        .stage(validate(&config))?
+        // Ship: build the server, deploy to staging behind smoke tests.
+        .stage(build())?
+        .stage(image())?
+        .stage(deploy_staging())?;
     Ok(pipeline)
 }
 
@@ -83,14 +88,18 @@ fn lint() -> Stage {
         })
 }
 
-/// The real tools the tests talk to, in a virtualenv keyed by their lock file.
+/// The real tools the tests talk to: dvc and SeaweedFS in a virtualenv keyed by their lock
+/// file, and the Debian packages (skopeo, umoci, a registry, wrk, kubectl).
 fn tools() -> Stage {
-    Stage::new("tools", "install the test tools (dvc, SeaweedFS)")
-        .files("lock", &[TOOLS_LOCK])
+    Stage::new("tools", "install the test tools (dvc, SeaweedFS, skopeo, umoci, a registry)")
+        .files("lock", &[TOOLS_LOCK, SYSTEM_PACKAGES])
         .tool("python", &["python3", "--version"])
         .param("uv", pyenv::UV)
         .environment(TOOLS_ENV)
-        .run(|ctx| pyenv::install(ctx, TOOLS_ENV, TOOLS_LOCK))
+        .run(|ctx| {
+            pyenv::system_packages(ctx, SYSTEM_PACKAGES)?;
+            pyenv::install(ctx, TOOLS_ENV, TOOLS_LOCK)
+        })
 }
 
 /// The training environment (scikit-learn, skl2onnx, ONNX Runtime), keyed by its lock file and
@@ -182,4 +191,59 @@ fn validate(config: &Config) -> Stage {
         stage = stage.files("production-model", &[prod]);
     }
     stage.run(move |ctx| crate::validate::stage_action(ctx, &v))
+}
+
+/// The release binaries: the model server and the environment router, copied to `dist/`.
+fn build() -> Stage {
+    rust_stage("build", "build the server and router (release)")
+        .param("commands", ["cargo build --release -p slipway-serve -p slipway-deploy --bins"])
+        .output("dist/slipway-serve")
+        .output("dist/slipway-router")
+        .run(|ctx| {
+            let sh = ctx.shell();
+            ctx.run(
+                "build the release binaries",
+                cmd!(sh, "cargo build --release --quiet -p slipway-serve -p slipway-deploy --bins"),
+            )?;
+            let target =
+                ctx.env().get("CARGO_TARGET_DIR").map_or_else(|| ctx.root().join("target"), std::path::PathBuf::from);
+            for bin in ["slipway-serve", "slipway-router"] {
+                let dest = ctx.root().join(crate::release::DIST).join(bin);
+                std::fs::create_dir_all(dest.parent().expect("dist/"))?;
+                std::fs::copy(target.join("release").join(bin), &dest)?;
+            }
+            Ok(())
+        })
+}
+
+/// The serving image: daemonless, reproducible, with its SBOM; pushed when a registry is set.
+fn image() -> Stage {
+    Stage::new("image", "build the serving image (and push it if SLIPWAY_REGISTRY is set)")
+        .after("validate")
+        .after("build")
+        .after("train")
+        .after("deps")
+        .files("inputs", &["data.dvc", "Cargo.lock", "training/requirements.lock"])
+        .env("SLIPWAY_REGISTRY")
+        .env("SLIPWAY_REGISTRY_USER")
+        .env("SOURCE_DATE_EPOCH")
+        // The runtime libraries layer is copied from this machine.
+        .tool("system-libraries", &["dpkg-query", "-W", "libc6", "libstdc++6", "libgcc-s1"])
+        .secret_env("SLIPWAY_REGISTRY_PASSWORD")
+        .tool("git", &["git", "rev-parse", "HEAD"])
+        .output(crate::image::IMAGE_DIR)
+        .run(crate::image::stage_action)
+}
+
+/// Staging: the validated model on the built server, smoke-tested. Production only via promote.
+fn deploy_staging() -> Stage {
+    Stage::new("deploy-staging", "deploy to staging and run the smoke tests")
+        .after("image")
+        .after("validate")
+        .after("build")
+        .after("train")
+        .after("deps")
+        .files("config", &["slipway.toml"])
+        .environment(".slipway/deploy/staging")
+        .run(|ctx| crate::release::deploy_stage(ctx, "staging"))
 }

@@ -30,3 +30,37 @@ pub fn path_with(ctx: &StageContext, dir: &str) -> String {
     let rest = ctx.env().get("PATH").cloned().unwrap_or_default();
     format!("{}:{rest}", bin.display())
 }
+
+/// Installs the Debian packages of `list` (lines of `command package`) whose command is missing:
+/// with apt-get when running as root, otherwise an error naming them.
+pub fn system_packages(ctx: &StageContext, list: &str) -> Result<(), StageError> {
+    let text =
+        std::fs::read_to_string(ctx.root().join(list)).map_err(|e| anyhow::anyhow!("cannot read {list}: {e}"))?;
+    let sh = ctx.shell();
+    let missing: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(command, _)| {
+            cmd!(sh, "sh -c 'command -v \"$0\"' {command}").quiet().ignore_stdout().ignore_stderr().run().is_err()
+        })
+        .map(|(_, package)| package.trim())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = cmd!(sh, "id -u").quiet().read().is_ok_and(|id| id.trim() == "0");
+    if !root {
+        return Err(StageError::Failed(anyhow::anyhow!(
+            "the tests need these Debian packages: {}; install them (sudo apt-get install {})",
+            missing.join(", "),
+            missing.join(" ")
+        )));
+    }
+    ctx.run("update the package lists", cmd!(sh, "apt-get update -qq"))?;
+    ctx.run(
+        "install the test tools' system packages",
+        cmd!(sh, "apt-get install -y -qq --no-install-recommends {missing...}"),
+    )?;
+    Ok(())
+}

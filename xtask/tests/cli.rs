@@ -21,7 +21,10 @@ fn an_unknown_stage_is_an_error_with_exit_2() {
     let out = xshell::cmd!(sh, "{xtask} ci --force no-such-stage").ignore_status().output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.trim(), "error: --force no-such-stage: there is no such stage (stages: tools, deps, lint, test, pull, check-data, train, validate)");
+    assert_eq!(
+        stderr.trim(),
+        "error: --force no-such-stage: there is no such stage (stages: tools, deps, lint, test, pull, check-data, train, validate, build, image, deploy-staging)"
+    );
 }
 
 /// Runs `cargo xtask ARGS` on the scratch repository `root` with a clean AWS environment.
