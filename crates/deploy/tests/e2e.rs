@@ -24,11 +24,13 @@ impl Drop for Cleanup {
         for entry in walkdir::WalkDir::new(self.0.join(".slipway/deploy")).into_iter().flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-            let pid = v["pid"].as_u64().or_else(|| v["handle"]["pid"].as_u64());
-            if let Some(pid) = pid {
-                let sh = xshell::Shell::new().unwrap();
+            let sh = xshell::Shell::new().unwrap();
+            if let Some(pid) = v["pid"].as_u64().or_else(|| v["handle"]["pid"].as_u64()) {
                 let pid = pid.to_string();
                 let _ = xshell::cmd!(sh, "kill -9 {pid}").quiet().ignore_stderr().run();
+            }
+            if let Some(id) = v["handle"]["container"].as_str() {
+                let _ = xshell::cmd!(sh, "docker rm -f {id}").quiet().ignore_stdout().ignore_stderr().run();
             }
         }
     }
@@ -44,10 +46,14 @@ struct World {
 
 impl World {
     fn new(production_soak: f64) -> World {
+        World::on(TargetKind::Local, production_soak)
+    }
+
+    fn on(target: TargetKind, production_soak: f64) -> World {
         let root = tempfile::tempdir().unwrap();
         let remote: Arc<dyn Remote> = Arc::new(DirRemote::new(root.path().join("remote")));
         let env = |soak: f64| EnvConfig {
-            target: TargetKind::Local,
+            target,
             port: free_port(),
             smoke: SmokeConfig { soak_seconds: soak, ..SmokeConfig::default() },
             kubernetes: None,
@@ -270,6 +276,66 @@ async fn faults_are_clear_errors_and_rollback_works_without_the_remote() {
         }
     }
     assert!(!written.contains(secret), "the webhook secret leaked");
+    for env in ["staging", "production"] {
+        d.stop(env).await.unwrap();
+    }
+}
+
+/// A candidate whose release carries an OCI image of `model` (built daemonless), for the
+/// docker target.
+fn image_candidate(dir: &Path, serve: &Path, router: &Path, model: &Path, sha: &str) -> deploy::Candidate {
+    let out = dir.join(format!("image-{sha}"));
+    let spec = image::ImageSpec {
+        repository: "slipway-serve".into(),
+        serve_binary: serve.to_path_buf(),
+        onnxruntime: crate::fixture::onnxruntime(),
+        model: model.to_path_buf(),
+        source_date_epoch: 1_700_000_000,
+        labels: Default::default(),
+        out_dir: out,
+        tags: vec![format!("test-{sha}")],
+        sbom: b"{}".to_vec(),
+        libraries: None,
+    };
+    let built = image::build(&spec).unwrap();
+    let mut c = candidate(serve, router, model, sha);
+    c.files.push(("image.tar".into(), built.archive.clone()));
+    c.image_digest = Some(built.manifest_digest);
+    c.tags = spec.tags;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_docker_target_promotes_and_rolls_back_without_losing_a_request() {
+    let sh = xshell::Shell::new().unwrap();
+    xshell::cmd!(sh, "docker info")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .expect("the docker target needs a running Docker engine");
+    let (serve, router) = binaries();
+    let world = World::on(TargetKind::Docker, 1.0);
+    let _cleanup = world.cleanup();
+    let dir = tempfile::tempdir().unwrap();
+    let (m1, m2) = (model(dir.path(), "m1", 120, false), model(dir.path(), "m2", 240, false));
+    let c1 = image_candidate(dir.path(), &serve, &router, &m1, "d0c1");
+    let c2 = image_candidate(dir.path(), &serve, &router, &m2, "d0c2");
+    let d = world.deployer();
+    assert_eq!(d.deploy("staging", &c1).await.unwrap().exit_code, 0);
+    assert_eq!(d.promote("staging", "production", approval()).await.unwrap().exit_code, 0);
+    let load = Load::start(world.url("production"), 3);
+    assert_eq!(d.deploy("staging", &c2).await.unwrap().exit_code, 0);
+    assert_eq!(d.promote("staging", "production", approval()).await.unwrap().exit_code, 0);
+    assert_eq!(digest_served(&world.url("production")).await, b3(&m2));
+    let rolled = d.rollback("v1", "production").await.unwrap();
+    let stats = load.stop().await;
+    println!("docker target: requests during promote and rollback: {} ok, {} failed", stats.ok, stats.failed);
+    assert_eq!((rolled.exit_code, stats.failed), (0, 0), "{:?}", stats.failures);
+    assert_eq!(digest_served(&world.url("production")).await, b3(&m1));
+    let events = d.events().await.unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(events.iter().all(|e| e.outcome == Outcome::Live && e.release.image_digest.is_some()));
     for env in ["staging", "production"] {
         d.stop(env).await.unwrap();
     }
