@@ -86,3 +86,34 @@ fn add_then_pull_round_trips_through_a_directory_remote() {
     assert!(err.contains("0 file(s) already up to date, 1 downloaded"), "{err}");
     assert_eq!(std::fs::read_to_string(repo.path().join("data/train.csv")).unwrap(), "text,label\nfine,fresh\n");
 }
+
+#[test]
+fn validate_without_onnx_runtime_exits_2_and_still_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, data, report) = (dir.path().join("m.onnx"), dir.path().join("h.csv"), dir.path().join("report.json"));
+    std::fs::write(&model, b"not even onnx").unwrap();
+    std::fs::write(&data, "text,label\nfine,fresh\n").unwrap();
+    let args = [
+        "validate",
+        "--model-path",
+        model.to_str().unwrap(),
+        "--test-data",
+        data.to_str().unwrap(),
+        "--output-file",
+        report.to_str().unwrap(),
+    ];
+    let (code, _) = xtask_in(dir.path(), &args, &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")]);
+    assert_eq!(code, Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["checks"]["model_loads"], false);
+    let errors = report["errors"].to_string();
+    assert!(
+        errors.contains("ONNX Runtime was not found")
+            && errors.contains("ORT_DYLIB_PATH=/nonexistent/libonnxruntime.so"),
+        "{errors}"
+    );
+    assert_eq!(report["accuracy_threshold"], 0.85, "the reference script's defaults");
+    assert_eq!(report["recall_threshold"], 0.7);
+    assert_eq!(report["latency_threshold_ms"], 100.0);
+}

@@ -247,6 +247,15 @@ async fn faults_are_clear_errors_and_rollback_works_without_the_remote() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(refused[0].starts_with("another deploy to staging is running (by tester"), "{refused:?}");
     d.promote("staging", "production", approval()).await.unwrap();
+
+    // A release whose server cannot start: a clear error, and staging keeps serving v1.
+    let broken_bin = models.path().join("broken-serve");
+    std::fs::write(&broken_bin, "#!/bin/sh\necho 'cannot start' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&broken_bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let broken = d.deploy("staging", &candidate(&broken_bin, &router, &m1, "dead0001")).await.unwrap_err();
+    assert!(broken.to_string().contains("did not become ready"), "{broken}");
+    assert_eq!(digest_served(&world.url("staging")).await, b3(&m1));
+
     let unknown_version = d.rollback("v7", "production").await.unwrap_err();
     assert_eq!(unknown_version.to_string(), "no release matches `v7` (releases: v1)");
 
