@@ -168,12 +168,12 @@ async fn deploy_promote_deploy_rollback_under_load_loses_no_request() {
     }
 }
 
-/// A server that works, then crashes: the real one, killed 2.5 s after it starts.
+/// A server that works, then crashes: the real one, killed 8 s after it starts — long enough to
+/// pass staging even on a loaded machine, and inside the production soak (12 s).
 fn crashing_server(dir: &Path, serve: &Path) -> PathBuf {
     let script = dir.join("crashing-serve");
-    let text = format!("#!/bin/sh\n\"{}\" \"$@\" &\nchild=$!\nsleep 2.5\nkill -9 $child\n", serve.display());
+    let text = format!("#!/bin/sh\n\"{}\" \"$@\" &\nchild=$!\nsleep 8\nkill -9 $child\n", serve.display());
     std::fs::write(&script, text).unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&script).unwrap().permissions(), 0o755);
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     script
 }
@@ -181,7 +181,7 @@ fn crashing_server(dir: &Path, serve: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_releases_never_reach_production_or_are_rolled_back_at_once() {
     let (serve, router) = binaries();
-    let world = World::new(4.0);
+    let world = World::new(12.0);
     let _cleanup = world.cleanup();
     let models = tempfile::tempdir().unwrap();
     let good = model(models.path(), "good", 120, false);
