@@ -101,14 +101,8 @@ pub fn check_data(train: &Path, holdout: &Path, rules: &DataRules) -> (DataRepor
         holdout: None,
         leaked: Vec::new(),
     };
-    let verdict = match run_checks(train, holdout, rules, &mut report) {
-        Ok(()) if report.checks.values().all(|c| *c) => Verdict::Passed,
-        Ok(()) => Verdict::Failed,
-        Err(e) => {
-            report.errors.push(e);
-            Verdict::CouldNotRun
-        }
-    };
+    let ran = run_checks(train, holdout, rules, &mut report);
+    let verdict = Verdict::of(ran, &report.checks, &mut report.errors);
     report.passed = verdict == Verdict::Passed;
     (report, verdict)
 }

@@ -60,6 +60,19 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict of a gate: could not run if `ran` failed (its reason joins `errors`), else
+    /// passed exactly when every check passed.
+    pub fn of(ran: Result<(), String>, checks: &BTreeMap<String, bool>, errors: &mut Vec<String>) -> Verdict {
+        match ran {
+            Ok(()) if checks.values().all(|c| *c) => Verdict::Passed,
+            Ok(()) => Verdict::Failed,
+            Err(e) => {
+                errors.push(e);
+                Verdict::CouldNotRun
+            }
+        }
+    }
+
     /// The process exit code.
     pub fn exit_code(self) -> u8 {
         match self {
@@ -73,14 +86,8 @@ impl Verdict {
 /// Runs every check; always returns a report.
 pub fn validate(opts: &ValidateOptions) -> (ValidationReport, Verdict) {
     let mut report = empty_report(opts);
-    let verdict = match judge(opts, &mut report) {
-        Ok(()) if report.checks.values().all(|c| *c) => Verdict::Passed,
-        Ok(()) => Verdict::Failed,
-        Err(e) => {
-            report.errors.push(e);
-            Verdict::CouldNotRun
-        }
-    };
+    let ran = judge(opts, &mut report);
+    let verdict = Verdict::of(ran, &report.checks, &mut report.errors);
     report.passed = verdict == Verdict::Passed;
     (report, verdict)
 }
