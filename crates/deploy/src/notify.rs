@@ -6,6 +6,9 @@ use std::time::Duration;
 use crate::http;
 use crate::ledger::Event;
 
+/// The variable that holds the webhook's URL (a secret).
+pub const WEBHOOK_VAR: &str = "SLIPWAY_WEBHOOK_URL";
+
 /// Posts `event` to `url` (http only; put an HTTPS relay such as a sidecar in front for others).
 pub async fn send(url: &str, event: &Event) -> anyhow::Result<()> {
     let text =

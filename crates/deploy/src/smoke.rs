@@ -99,3 +99,15 @@ pub async fn soak(base: &str, config: &SmokeConfig, model_digest: &str) -> Vec<S
 fn check(name: &str, passed: bool, detail: String) -> SmokeCheck {
     SmokeCheck { name: name.into(), passed, detail }
 }
+
+/// The model digest (`blake3:…`) the server at `base` reports on `/readyz`, if it answers ready:
+/// whether what a deploy left running is still there.
+pub async fn serving_digest(base: &str) -> Result<String, String> {
+    let reply = http::send("GET", &format!("{base}/readyz"), None, Duration::from_secs(2))
+        .await
+        .map_err(|e| format!("nothing answers on {base}: {e:#}"))?;
+    if reply.status != 200 {
+        return Err(format!("{base}/readyz answers HTTP {}", reply.status));
+    }
+    reply.header("x-model-digest").ok_or_else(|| format!("{base}/readyz names no model (no x-model-digest)"))
+}

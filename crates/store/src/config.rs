@@ -113,6 +113,24 @@ struct TomlRemote {
     region: Option<String>,
 }
 
+/// Every environment variable [`resolve`] and the S3 client read that is not a secret. A stage
+/// that opens the remote passes these and [`REMOTE_SECRETS`] (see `Stage::pass_env`): what a
+/// remote holds is addressed by digest, so where it is does not key anything.
+pub const REMOTE_ENV: &[&str] = &[
+    "SLIPWAY_REMOTE",
+    "XDG_CACHE_HOME",
+    "HOME",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+];
+
+/// The secrets the remote may need.
+pub const REMOTE_SECRETS: &[&str] = &["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
+
 /// Resolves the remote for the repository at `root` with the environment `env`.
 pub fn resolve(root: &Path, env: &BTreeMap<String, String>) -> Result<ResolvedRemote, StoreError> {
     let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
@@ -229,6 +247,26 @@ fn slipway_toml(root: &Path) -> Result<SlipwayToml, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stages pass exactly REMOTE_ENV and REMOTE_SECRETS to the code here: a variable read
+    /// here and missing from them would silently not reach it.
+    #[test]
+    fn every_variable_read_here_is_listed() {
+        let code = include_str!("config.rs");
+        let code = &code[..code.find("#[cfg(test)]").unwrap()];
+        let mut read = Vec::new();
+        for pattern in ["var(\"", "env.get(\""] {
+            for (i, _) in code.match_indices(pattern) {
+                let rest = &code[i + pattern.len()..];
+                read.push(rest[..rest.find('"').unwrap()].to_string());
+            }
+        }
+        assert!(read.len() >= 8, "{read:?}");
+        let listed: Vec<&str> = REMOTE_ENV.iter().chain(REMOTE_SECRETS).copied().collect();
+        for name in &read {
+            assert!(listed.contains(&name.as_str()), "{name} is read but not in REMOTE_ENV or REMOTE_SECRETS");
+        }
+    }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

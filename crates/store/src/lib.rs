@@ -16,7 +16,7 @@ pub mod s3;
 mod step_cache;
 pub mod transfer;
 
-pub use config::{RemoteSpec, ResolvedRemote, Source, resolve};
+pub use config::{REMOTE_ENV, REMOTE_SECRETS, RemoteSpec, ResolvedRemote, Source, resolve};
 pub use error::StoreError;
 pub use md5::Md5;
 pub use remote::{DirRemote, Remote};
