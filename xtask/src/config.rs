@@ -6,6 +6,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+/// This module, as code of the stages that read settings through it.
+pub const CODE: &str = file!();
+
 /// Everything `slipway.toml` may hold. Sections other crates read (`[remote]`) are skipped here.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

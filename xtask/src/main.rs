@@ -1,52 +1,43 @@
 //! `cargo xtask`: this repository's delivery pipeline as a Rust program.
 //!
-//! This file only parses flags, finds the project root and dispatches; each command lives in
-//! its own module and the stages are wired in `pipeline.rs`.
+//! This file takes the process's environment once, finds the repository to act on (at run
+//! time: see `root.rs`) and dispatches; each command lives in its own module and the stages
+//! are wired in `pipeline.rs`.
 
 mod ci;
 mod config;
 mod data;
 mod flags;
-mod image;
+mod ort;
+mod paths;
 mod pipeline;
-mod pyenv;
 mod release;
+mod root;
+mod stages;
 mod status;
-mod train;
 mod validate;
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use ci::Plan;
 use flags::{Cmd, Flags};
+
+/// A snapshot of environment variables. Commands and stages get theirs from here only.
+pub type Env = BTreeMap<String, String>;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    let root = project_root();
-    let result = match &flags.cmd {
-        Cmd::Ci(args) if args.dry_run => status::run(&root, &flags.common, false),
-        Cmd::Ci(_) => ci::run(&root, &flags.common, None),
-        Cmd::Status(args) => status::run(&root, &flags.common, args.json),
-        Cmd::Lint => ci::run(&root, &flags.common, Some("lint")),
-        Cmd::Test => ci::run(&root, &flags.common, Some("test")),
-        Cmd::Pull(args) => data::pull(&root, &args.targets),
-        Cmd::Push(args) => data::push(&root, &args.targets),
-        Cmd::Add(args) => data::add(&root, &args.path),
-        Cmd::Deps => ci::run(&root, &flags.common, Some("deps")),
-        Cmd::Train => ci::run(&root, &flags.common, Some("train")),
-        Cmd::Validate(args) => match (&args.model_path, &args.test_data) {
-            (Some(model), Some(data)) => validate::run_standalone(&root, args, model, data),
-            _ => ci::run(&root, &flags.common, Some("validate")),
-        },
-        Cmd::Image => ci::run(&root, &flags.common, Some("image")),
-        Cmd::Deploy(args) => release::deploy_cmd(&root, &args.env),
-        Cmd::Promote(args) => release::promote_cmd(&root, args),
-        Cmd::Rollback(args) => release::rollback_cmd(&root, args),
-        Cmd::Releases(args) => release::releases_cmd(&root, args),
-        Cmd::Stop(args) => release::stop_cmd(&root, args),
-    };
+    // The only read of the process environment: everything below takes `env`. A variable
+    // whose name or value is not UTF-8 cannot be declared, so it is left out.
+    let env: Env =
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+    let result = std::env::current_dir()
+        .map_err(anyhow::Error::from)
+        .and_then(|cwd| root::find(&env, &cwd))
+        .and_then(|root| dispatch(&flags, &root, &env));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -59,12 +50,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// The workspace root: `SLIPWAY_ROOT` when set (tests run the CLI on scratch repositories),
-/// else the parent of this crate's manifest directory.
-fn project_root() -> PathBuf {
-    if let Some(root) = std::env::var_os("SLIPWAY_ROOT").filter(|r| !r.is_empty()) {
-        return PathBuf::from(root);
+fn dispatch(flags: &Flags, root: &std::path::Path, env: &Env) -> anyhow::Result<u8> {
+    let common = &flags.common;
+    let stage = |name: &str| ci::run(root, env, common, &Plan { targets: &[name.to_string()], trace_inputs: false });
+    match &flags.cmd {
+        Cmd::Ci(args) if args.dry_run => status::run(root, env, common, false),
+        Cmd::Ci(args) => ci::run(root, env, common, &Plan { targets: &args.stages, trace_inputs: args.trace_inputs }),
+        Cmd::Status(args) => status::run(root, env, common, args.json),
+        Cmd::Lint => stage("lint"),
+        Cmd::Test => stage("test"),
+        Cmd::Pull(args) => data::pull(root, env, &args.targets),
+        Cmd::Push(args) => data::push(root, env, &args.targets),
+        Cmd::Add(args) => data::add(root, env, &args.path),
+        Cmd::Deps => stage("deps"),
+        Cmd::Train => stage("train"),
+        Cmd::Validate(args) => match (&args.model_path, &args.test_data) {
+            (Some(model), Some(data)) => validate::run_standalone(root, env, args, model, data),
+            _ => stage("validate"),
+        },
+        Cmd::Image => stage("image"),
+        Cmd::Deploy(args) => release::deploy_cmd(root, env, &args.env),
+        Cmd::Promote(args) => release::promote_cmd(root, env, args),
+        Cmd::Rollback(args) => release::rollback_cmd(root, env, args),
+        Cmd::Releases(args) => release::releases_cmd(root, env, args),
+        Cmd::Stop(args) => release::stop_cmd(root, env, args),
     }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().expect("xtask lives one level below the root").to_path_buf()
 }

@@ -1,38 +1,36 @@
 //! `cargo xtask deploy | promote | rollback | releases | stop`: releases on environments.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use deploy::{Approval, Candidate, Deployer, Report};
 
-use crate::config;
 use crate::flags::{PromoteArgs, ReleasesArgs, RollbackArgs, StopArgs};
+use crate::paths::{IMAGE_ARCHIVE, IMAGE_RECORD, MODEL, ROUTER_BIN, SERVE_BIN};
+use crate::{Env, config};
 
-/// Where the `build` stage puts the binaries a release ships.
-pub const DIST: &str = "dist";
-
-type Env = std::collections::BTreeMap<String, String>;
+/// This module, as code of the `deploy-staging` stage.
+pub const CODE: &str = file!();
 
 /// A deployer for the repository at `root`, talking through `say`.
 pub fn deployer(root: &Path, env: &Env, say: Box<dyn Fn(&str) + Send + Sync>) -> Result<Deployer> {
     let config = config::load(root)?;
     let remote = store::resolve(root, env)?.open()?;
     let who = env.get("GITHUB_ACTOR").or_else(|| env.get("USER")).cloned().unwrap_or_else(|| "unknown".into());
-    let webhook = env.get("SLIPWAY_WEBHOOK_URL").filter(|u| !u.is_empty()).cloned();
+    let webhook = env.get(deploy::notify::WEBHOOK_VAR).filter(|u| !u.is_empty()).cloned();
     Ok(Deployer { root: root.to_path_buf(), envs: config.environments(), remote: Arc::from(remote), who, webhook, say })
 }
 
-/// The files of the release the workspace would ship now.
-pub fn candidate(root: &Path, env: &Env) -> Result<Candidate> {
-    let dist = root.join(DIST);
-    let runtime = crate::validate::runtime_search(root, env).find()?;
+/// The files of the release the workspace would ship now, built from commit `git_sha`.
+pub fn candidate(root: &Path, env: &Env, git_sha: &str) -> Result<Candidate> {
+    let runtime = crate::ort::search(root, env).find()?;
     let mut files = vec![
-        ("slipway-serve".to_string(), dist.join("slipway-serve")),
-        ("slipway-router".to_string(), dist.join("slipway-router")),
+        ("slipway-serve".to_string(), root.join(SERVE_BIN)),
+        ("slipway-router".to_string(), root.join(ROUTER_BIN)),
         ("libonnxruntime.so".to_string(), runtime),
-        ("model.onnx".to_string(), root.join("models/model.onnx")),
+        ("model.onnx".to_string(), root.join(MODEL)),
     ];
     for (name, path) in &files {
         anyhow::ensure!(
@@ -42,9 +40,9 @@ pub fn candidate(root: &Path, env: &Env) -> Result<Candidate> {
         );
     }
     let image: Option<serde_json::Value> =
-        std::fs::read(dist.join("image/built.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        std::fs::read(root.join(IMAGE_RECORD)).ok().and_then(|b| serde_json::from_slice(&b).ok());
     if image.is_some() {
-        files.push(("image.tar".to_string(), dist.join("image/image.tar")));
+        files.push(("image.tar".to_string(), root.join(IMAGE_ARCHIVE)));
     }
     let config = config::load(root)?;
     let config_json = serde_json::to_vec(&config.environments())?;
@@ -53,15 +51,28 @@ pub fn candidate(root: &Path, env: &Env) -> Result<Candidate> {
         image_digest: image.as_ref().and_then(|i| i["manifest_digest"].as_str().map(str::to_string)),
         tags: image.as_ref().and_then(|i| serde_json::from_value(i["tags"].clone()).ok()).unwrap_or_default(),
         config_digest: blake3::hash(&config_json).to_hex().to_string(),
-        git_sha: git_sha(root),
+        git_sha: git_sha.to_string(),
     })
 }
 
-/// The commit of HEAD, or `unknown` outside git.
-pub fn git_sha(root: &Path) -> String {
+/// The commit of HEAD, or `unknown` outside git (for the commands run outside the pipeline).
+fn git_sha(root: &Path) -> String {
     let sh = xshell::Shell::new().expect("a shell");
     sh.change_dir(root);
     xshell::cmd!(sh, "git rev-parse HEAD").quiet().ignore_stderr().read().unwrap_or_else(|_| "unknown".into())
+}
+
+/// Runs `fut` to completion from synchronous code: on the current runtime when called from
+/// inside one (a stage's blocking thread), else on a small runtime of its own.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(fut),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a single-threaded runtime starts")
+            .block_on(fut),
+    }
 }
 
 fn run<T>(fut: impl std::future::Future<Output = Result<T, deploy::DeployError>>) -> Result<T> {
@@ -69,7 +80,8 @@ fn run<T>(fut: impl std::future::Future<Output = Result<T, deploy::DeployError>>
     runtime.block_on(fut).map_err(with_help)
 }
 
-fn with_help(e: deploy::DeployError) -> anyhow::Error {
+/// The error with its help line, if it has one.
+pub fn with_help(e: deploy::DeployError) -> anyhow::Error {
     match e.help() {
         Some(help) => anyhow::anyhow!("{e}\n  help: {help}"),
         None => anyhow::anyhow!("{e}"),
@@ -91,18 +103,16 @@ fn finish(report: &Report) -> u8 {
 }
 
 /// `cargo xtask deploy ENV`.
-pub fn deploy_cmd(root: &Path, env_name: &str) -> Result<u8> {
-    let env: Env = std::env::vars().collect();
-    let d = deployer(root, &env, say())?;
-    let candidate = candidate(root, &env)?;
+pub fn deploy_cmd(root: &Path, env: &Env, env_name: &str) -> Result<u8> {
+    let d = deployer(root, env, say())?;
+    let candidate = candidate(root, env, &git_sha(root))?;
     let report = run(d.deploy(env_name, &candidate))?;
     Ok(finish(&report))
 }
 
 /// `cargo xtask promote ENV [--from staging] [--approve]`.
-pub fn promote_cmd(root: &Path, args: &PromoteArgs) -> Result<u8> {
-    let env: Env = std::env::vars().collect();
-    let d = deployer(root, &env, say())?;
+pub fn promote_cmd(root: &Path, env: &Env, args: &PromoteArgs) -> Result<u8> {
+    let d = deployer(root, env, say())?;
     let approval = approval(&d, args)?;
     let report = run(d.promote(&args.from, &args.env, approval))?;
     Ok(finish(&report))
@@ -127,17 +137,15 @@ fn approval(d: &Deployer, args: &PromoteArgs) -> Result<Approval> {
 }
 
 /// `cargo xtask rollback --version V [--env production]`.
-pub fn rollback_cmd(root: &Path, args: &RollbackArgs) -> Result<u8> {
-    let env: Env = std::env::vars().collect();
-    let d = deployer(root, &env, say())?;
+pub fn rollback_cmd(root: &Path, env: &Env, args: &RollbackArgs) -> Result<u8> {
+    let d = deployer(root, env, say())?;
     let report = run(d.rollback(&args.version, &args.env))?;
     Ok(finish(&report))
 }
 
 /// `cargo xtask releases [--env E]`.
-pub fn releases_cmd(root: &Path, args: &ReleasesArgs) -> Result<u8> {
-    let env: Env = std::env::vars().collect();
-    let d = deployer(root, &env, say())?;
+pub fn releases_cmd(root: &Path, env: &Env, args: &ReleasesArgs) -> Result<u8> {
+    let d = deployer(root, env, say())?;
     let events = run(d.events())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&events)?);
@@ -164,9 +172,8 @@ pub fn releases_cmd(root: &Path, args: &ReleasesArgs) -> Result<u8> {
 }
 
 /// `cargo xtask stop [--env E | --all]`.
-pub fn stop_cmd(root: &Path, args: &StopArgs) -> Result<u8> {
-    let env: Env = std::env::vars().collect();
-    let d = deployer(root, &env, say())?;
+pub fn stop_cmd(root: &Path, env: &Env, args: &StopArgs) -> Result<u8> {
+    let d = deployer(root, env, say())?;
     let envs: Vec<String> = match (&args.env, args.all) {
         (Some(e), _) => vec![e.clone()],
         (None, true) => d.envs.keys().cloned().collect(),
@@ -178,34 +185,4 @@ pub fn stop_cmd(root: &Path, args: &StopArgs) -> Result<u8> {
         eprintln!("stopped {e}");
     }
     Ok(0)
-}
-
-/// The deploy stage of the pipeline: deploy the candidate to `env` and smoke-test it.
-pub fn deploy_stage(ctx: &engine::StageContext, env_name: &str) -> Result<(), engine::StageError> {
-    let root = ctx.root().to_path_buf();
-    let log: Box<dyn Fn(&str) + Send + Sync> = {
-        let path: PathBuf = root.join(".slipway/logs").join(format!("deploy-{env_name}.log"));
-        Box::new(move |line: &str| {
-            let _ = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| writeln!(f, "{line}"));
-        })
-    };
-    let d = deployer(&root, ctx.env(), log).map_err(engine::StageError::Failed)?;
-    let candidate = candidate(&root, ctx.env()).context("assemble the release").map_err(engine::StageError::Failed)?;
-    let handle = tokio::runtime::Handle::current();
-    let report =
-        handle.block_on(d.deploy(env_name, &candidate)).map_err(|e| engine::StageError::Failed(with_help(e)))?;
-    for e in &report.events {
-        ctx.log_line(&format!("{:?} of {} on {}: {:?}", e.kind, e.release.version, e.env, e.outcome));
-        for c in &e.smoke {
-            ctx.log_line(&format!("  {} {}: {}", if c.passed { "PASS" } else { "FAIL" }, c.name, c.detail));
-        }
-    }
-    match report.exit_code {
-        0 => Ok(()),
-        _ => Err(engine::StageError::rejected(format!("the release failed its smoke tests on {env_name}"))),
-    }
 }

@@ -5,14 +5,16 @@ use std::path::Path;
 use anyhow::Result;
 use engine::Freshness;
 
+use crate::Env;
 use crate::flags::Common;
 use crate::pipeline::pipeline;
 
 /// Prints the status of every stage; always exits 0 when it could be computed.
-pub fn run(root: &Path, common: &Common, json: bool) -> Result<u8> {
+pub fn run(root: &Path, env: &Env, common: &Common, json: bool) -> Result<u8> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let ws = crate::ci::open_workspace(root, &runtime)?;
-    let mut statuses = engine::status(&pipeline(root)?, &ws, common.no_cache)?;
+    let pipeline = pipeline(root)?;
+    let ws = crate::ci::open_workspace(root, env, &pipeline, &runtime)?;
+    let mut statuses = engine::status(&pipeline, &ws, common.no_cache)?;
     for s in statuses.iter_mut().filter(|s| common.force.contains(&s.stage)) {
         s.freshness = Freshness::Stale { reasons: vec!["--force".to_string()] };
     }

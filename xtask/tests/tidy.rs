@@ -3,8 +3,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// The repository under test, from where cargo runs the test (a test binary may be shared by
+/// clones with one target directory, so the path it was compiled in is not used).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    Path::new(&dir).parent().unwrap().to_path_buf()
 }
 
 fn rust_files() -> Vec<PathBuf> {

@@ -45,7 +45,7 @@ fn main() -> Result<()> {
 fn bench_root() -> Result<PathBuf> {
     let target = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir,
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        _ => manifest_dir().join("../../target"),
     };
     let root = target.join("bench-data").join("status-tree");
     if root.exists() {
@@ -216,4 +216,10 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// This crate's directory, from cargo when the test or bench runs: a binary in a target
+/// directory that clones share may have been compiled in another clone.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
 }

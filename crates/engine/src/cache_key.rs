@@ -11,7 +11,7 @@ use std::fmt;
 /// The version of every stage fingerprint. Bump it when the meaning of any field written by
 /// [`crate::Stage::fingerprint`] or by an input's [`CacheKey`] impl changes, or when a bug let
 /// two different sets of inputs produce the same key: old records then simply stop matching.
-pub const FINGERPRINT_VERSION: &str = "slipway-stage-v1";
+pub const FINGERPRINT_VERSION: &str = "slipway-stage-v2";
 
 /// A 32-byte BLAKE3 digest, shown as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -43,12 +43,64 @@ fn diff_value(name: &str, old: &InputValue, new: &InputValue) -> Vec<String> {
         (V::Env { set: a, .. }, V::Env { set: b, .. }) => format!("{name}: {} → {}", set_word(*a), set_word(*b)),
         (V::Param { value: a }, V::Param { value: b }) => format!("{name}: {a} → {b}"),
         (V::Tool { version: a }, V::Tool { version: b }) => format!("{name}: `{a}` → `{b}`"),
+        (V::Probe { output: a, success: sa }, V::Probe { output: b, success: sb }) => {
+            format!("{name}: {} → {}", probe_word(a, *sa), probe_word(b, *sb))
+        }
+        (V::Crates { .. }, V::Crates { .. }) => return diff_crates(name, old, new),
+        (V::Commands { lines: a }, V::Commands { lines: b }) => return diff_lines(name, a, b),
         (V::Upstream { outputs: a }, V::Upstream { outputs: b }) => {
             format!("{name}: outputs changed ({} → {})", a.short(), b.short())
         }
         _ => format!("{name}: changed kind"),
     };
     vec![line]
+}
+
+fn probe_word(output: &str, success: bool) -> String {
+    match (success, output.is_empty()) {
+        (true, true) => "(nothing)".to_string(),
+        (true, false) => format!("`{output}`"),
+        (false, _) => "(failed)".to_string(),
+    }
+}
+
+fn diff_crates(name: &str, old: &InputValue, new: &InputValue) -> Vec<String> {
+    let (
+        InputValue::Crates { packages: pa, files: fa, locked: la, rustc: ra },
+        InputValue::Crates { packages: pb, files: fb, locked: lb, rustc: rb },
+    ) = (old, new)
+    else {
+        return vec![format!("{name}: changed kind")];
+    };
+    let mut out = Vec::new();
+    if pa != pb {
+        out.push(format!("{name}: crates {} → {}", pa.join(", "), pb.join(", ")));
+    }
+    out.extend(diff_files(name, fa, fb));
+    for gone in la.iter().filter(|l| !lb.contains(l)) {
+        out.push(format!("{name}: no longer locked: {}", first_two(gone)));
+    }
+    for added in lb.iter().filter(|l| !la.contains(l)) {
+        out.push(format!("{name}: newly locked: {}", first_two(added)));
+    }
+    if ra != rb {
+        let line = |v: &str| v.lines().next().unwrap_or_default().to_string();
+        out.push(format!("{name}: compiler `{}` → `{}`", line(ra), line(rb)));
+    }
+    out
+}
+
+/// `name version` of a locked line.
+fn first_two(line: &str) -> String {
+    line.split(' ').take(2).collect::<Vec<_>>().join(" ")
+}
+
+fn diff_lines(name: &str, old: &[String], new: &[String]) -> Vec<String> {
+    let mut out: Vec<String> =
+        old.iter().zip(new).filter(|(a, b)| a != b).map(|(a, b)| format!("{name}: `{a}` → `{b}`")).collect();
+    out.extend(old.iter().skip(new.len()).map(|a| format!("{name}: `{a}` no longer runs")));
+    out.extend(new.iter().skip(old.len()).map(|b| format!("{name}: `{b}` runs too")));
+    out
 }
 
 fn set_word(set: bool) -> &'static str {

@@ -2,15 +2,19 @@
 //! those inputs, a stat cache that makes a no-op run read no file data, a content-addressed
 //! step cache, and a runner that restores what it can and runs the rest in dependency order.
 //!
-//! A pipeline is built from [`Stage`]s, planned with [`status`] (which runs nothing) and run
-//! with [`run`]. The crate knows nothing of any particular stage; those live in `xtask`.
+//! A pipeline is built from [`Stage`]s (with [`stage!`]), planned with [`status`] (which runs
+//! nothing) and run with [`run`]. The crate knows nothing of any particular stage; those live in
+//! `xtask`.
 
 mod cache_key;
+mod command;
 mod context;
+mod crates;
 mod explain;
 mod fsutil;
 mod input;
 mod outputs;
+mod pipeline;
 mod plan;
 mod record;
 pub mod report;
@@ -18,20 +22,26 @@ mod runner;
 mod stage;
 mod stat_cache;
 mod store;
+pub mod trace;
 mod tree;
+mod walk;
 mod workspace;
 
 pub use cache_key::{CacheKey, Digest, FINGERPRINT_VERSION, KeyHasher};
+pub use command::{Command, OnFailure};
 pub use context::{CommandError, StageContext};
 pub use explain::diff_inputs;
 pub use fsutil::write_atomic;
-pub use input::{Input, InputValue, ResolvedInput, default_ignore};
-pub use plan::{Freshness, Resolved, StageStatus, resolve, status};
+pub use input::{AMBIENT_ENV, EnvUse, Input, InputValue, ResolvedInput, default_ignore};
+pub use outputs::LOST_AND_FOUND;
+pub use pipeline::{Pipeline, PipelineError};
+pub use plan::{Freshness, Resolved, StageStatus, resolve, stage_env, status};
 pub use record::{RECORD_SCHEMA, StageRecord, outputs_digest};
 pub use report::Reporter;
-pub use runner::{Outcome, RunOptions, RunSummary, StageReport, run};
-pub use stage::{Pipeline, PipelineError, Stage, StageError};
+pub use runner::{Outcome, RunOptions, RunSummary, StageReport, TraceOptions, run};
+pub use stage::{Role, Stage, StageError};
 pub use stat_cache::{CachedDigest, Clock, StatCache, StatKey};
 pub use store::{LocalStore, StepStore};
 pub use tree::{EntryKind, FileEntry, Ignore, TreeHasher, hash_reader};
+pub use walk::{Filter, IGNORE_FILES};
 pub use workspace::{STATE_DIR, Workspace};

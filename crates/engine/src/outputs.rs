@@ -1,8 +1,11 @@
-//! Moving a stage's outputs between the workspace and the step cache: storing them after a
+//! Moving a stage's owned outputs between the workspace and the step cache: storing them after a
 //! run, restoring them on a hit, and keeping the previous outputs safe while a stage runs.
 //!
 //! The workspace never sees a partial output from Slipway: restored files are assembled in a
 //! staging directory under `.slipway/tmp` and each declared output is swapped in by a rename.
+//! Nothing Slipway did not write is ever deleted: a file found in an output that the stage's
+//! last record does not name (a note a person left in `models/`) is moved to
+//! `.slipway/lost+found/STAGE/TIME/` and reported.
 
 use std::fs;
 use std::io;
@@ -11,9 +14,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::cache_key::Digest;
 use crate::store::StepStore;
-use crate::tree::{EntryKind, FileEntry};
+use crate::tree::{EntryKind, FileEntry, hash_reader};
 use crate::workspace::Workspace;
+
+/// Where files found in outputs that Slipway did not write are kept, under the state directory.
+pub const LOST_AND_FOUND: &str = "lost+found";
 
 /// Copies every output file into the store. Outputs must be regular files.
 pub fn store_outputs(ws: &Workspace, outputs: &[FileEntry]) -> Result<()> {
@@ -29,18 +36,26 @@ pub fn store_outputs(ws: &Workspace, outputs: &[FileEntry]) -> Result<()> {
     Ok(())
 }
 
-/// Replaces the declared `outputs` in the workspace with the recorded files.
-pub fn restore_outputs(ws: &Workspace, declared: &[String], recorded: &[FileEntry]) -> Result<()> {
+/// Replaces the declared `outputs` of `stage` in the workspace with the recorded files. `known`
+/// is what Slipway last put there; anything else found there goes to lost+found. Returns a
+/// line per file moved there.
+pub fn restore_outputs(
+    ws: &Workspace,
+    stage: &str,
+    declared: &[String],
+    recorded: &[FileEntry],
+    known: &[FileEntry],
+) -> Result<Vec<String>> {
     let staging = scratch_dir(ws, "restore")?;
     for entry in recorded {
         let dest = staging.path().join(&entry.path);
         fs::create_dir_all(dest.parent().expect("an output path has a parent"))?;
         fetch(ws.store(), entry, &dest).with_context(|| format!("cannot restore `{}`", entry.path))?;
     }
+    let previous = Stash::take(ws, declared)?;
     for path in declared {
         let staged = staging.path().join(path);
         let target = ws.root().join(path);
-        remove_path(&target)?;
         if staged.exists() {
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent)?;
@@ -48,7 +63,7 @@ pub fn restore_outputs(ws: &Workspace, declared: &[String], recorded: &[FileEntr
             fs::rename(&staged, &target).with_context(|| format!("cannot put `{path}` in place"))?;
         }
     }
-    Ok(())
+    previous.settle(ws, stage, known)
 }
 
 fn fetch(store: &dyn StepStore, entry: &FileEntry, dest: &Path) -> Result<()> {
@@ -94,6 +109,63 @@ impl Stash {
         }
         Ok(())
     }
+
+    /// Drops the previous outputs, keeping every file that is not one `known` names (path and
+    /// content): those go to lost+found. Returns a line per kept file.
+    pub fn settle(self, ws: &Workspace, stage: &str, known: &[FileEntry]) -> Result<Vec<String>> {
+        let mut kept = Vec::new();
+        let mut home: Option<PathBuf> = None;
+        for path in &self.moved {
+            for entry in walkdir::WalkDir::new(self.dir.path().join(path)).follow_links(false) {
+                let entry = entry?;
+                if entry.file_type().is_dir() {
+                    continue;
+                }
+                let rel = entry.path().strip_prefix(self.dir.path()).expect("inside the stash");
+                let rel = rel.to_string_lossy().into_owned();
+                if is_known(entry.path(), &rel, known)? {
+                    continue;
+                }
+                let dir = match &home {
+                    Some(d) => d.clone(),
+                    None => home.insert(lost_and_found(ws, stage)).clone(),
+                };
+                let dest = dir.join(&rel);
+                fs::create_dir_all(dest.parent().expect("a file has a parent"))?;
+                fs::rename(entry.path(), &dest)
+                    .with_context(|| format!("cannot keep `{rel}` in {}", dest.display()))?;
+                kept.push(format!("`{rel}` was not written by Slipway; it is kept in {}", dest.display()));
+            }
+        }
+        Ok(kept)
+    }
+}
+
+/// Whether the file at `abs` is the one `known` names for `rel`.
+fn is_known(abs: &Path, rel: &str, known: &[FileEntry]) -> Result<bool> {
+    let Some(entry) = known.iter().find(|e| e.path == rel) else { return Ok(false) };
+    let meta = fs::symlink_metadata(abs)?;
+    let digest = if meta.file_type().is_symlink() {
+        Digest::of(fs::read_link(abs)?.as_os_str().as_encoded_bytes())
+    } else {
+        if meta.len() != entry.size {
+            return Ok(false);
+        }
+        hash_reader(fs::File::open(abs)?, &|_| {})?
+    };
+    Ok(digest == entry.digest)
+}
+
+fn lost_and_found(ws: &Workspace, stage: &str) -> PathBuf {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let base = ws.state_path(LOST_AND_FOUND).join(stage);
+    let mut dir = base.join(now.as_secs().to_string());
+    let mut n = 1;
+    while dir.exists() {
+        dir = base.join(format!("{}-{n}", now.as_secs()));
+        n += 1;
+    }
+    dir
 }
 
 fn scratch_dir(ws: &Workspace, what: &str) -> Result<tempfile::TempDir> {

@@ -3,57 +3,134 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::cache_key::{Digest, FINGERPRINT_VERSION, KeyHasher};
-use crate::input::{Input, InputValue, ResolvedInput, resolve_env};
+use crate::input::{AMBIENT_ENV, Input, InputValue, ResolvedInput, resolve_env};
+use crate::pipeline::Pipeline;
 use crate::record::{StageRecord, outputs_digest};
-use crate::stage::{Pipeline, Stage};
+use crate::stage::Stage;
 use crate::tree::{FileEntry, TreeHasher};
+use crate::walk::Filter;
 use crate::workspace::Workspace;
 
 /// A stage's inputs as observed now, and the fingerprint they give.
 #[derive(Clone, Debug)]
 pub struct Resolved {
-    /// In declaration order, then one `upstream:` entry per upstream stage.
+    /// `code`, the declared inputs in order, `commands`, then one `upstream:` entry per stage it
+    /// is keyed on.
     pub inputs: Vec<ResolvedInput>,
     /// BLAKE3 over the stage name and every input.
     pub fingerprint: Digest,
+    /// What each probe printed and whether it succeeded, for the action.
+    pub probes: BTreeMap<String, (String, bool)>,
 }
 
-/// Observes every input of `stage`. `upstream` maps each upstream stage to its outputs digest.
+/// The environment a stage sees: the ambient variables and the ones it declares, as far as
+/// they are set in `ws`. Its actions and commands see nothing else.
+pub fn stage_env(stage: &Stage, ws: &Workspace) -> BTreeMap<String, String> {
+    let declared = stage.inputs.iter().filter_map(|i| match i {
+        Input::Env { name, .. } => Some(name.as_str()),
+        _ => None,
+    });
+    AMBIENT_ENV
+        .iter()
+        .copied()
+        .chain(declared)
+        .filter_map(|name| ws.env().get(name).map(|v| (name.to_string(), v.clone())))
+        .collect()
+}
+
+/// Observes every input of `stage` (a stage of `pipeline`). `upstream` maps each stage it is
+/// keyed on to that stage's outputs digest.
 pub fn resolve(
+    pipeline: &Pipeline,
     stage: &Stage,
     ws: &Workspace,
     upstream: &BTreeMap<String, Digest>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Resolved> {
     let hasher = TreeHasher::new(ws.root(), ws.stat_cache(), progress);
-    let mut inputs = Vec::with_capacity(stage.inputs.len() + stage.after.len());
+    let excluded = pipeline.excluded_inputs(stage);
+    let filter = Filter { ignore: &stage.ignore, excluded: &excluded };
+    let env = stage_env(stage, ws);
+    let ignore = stage.ignore.patterns().to_vec();
+    let mut inputs = Vec::with_capacity(stage.inputs.len() + 3);
+    let mut probes = BTreeMap::new();
+    if !stage.code.is_empty() {
+        for path in &stage.code {
+            if !ws.root().join(path).exists() {
+                bail!(
+                    "the code of stage `{}`, `{path}`, is not in the workspace at {}; is this the checkout the program was built from?",
+                    stage.name,
+                    ws.root().display()
+                );
+            }
+        }
+        let files = hasher.manifest(&stage.code, &filter)?;
+        inputs.push(ResolvedInput { name: "code".into(), value: InputValue::Files { ignore: ignore.clone(), files } });
+    }
     for input in &stage.inputs {
         let value = match input {
             Input::Files { paths, .. } => {
-                let files = hasher.manifest(paths, &stage.ignore)?;
-                InputValue::Files { ignore: stage.ignore.patterns().to_vec(), files }
+                InputValue::Files { ignore: ignore.clone(), files: hasher.manifest(paths, &filter)? }
             }
-            Input::Env { name, secret } => resolve_env(name, *secret, ws.env()),
+            Input::Env { name, how } => resolve_env(name, *how, ws.env()),
             Input::Param { value, .. } => InputValue::Param { value: value.clone() },
-            Input::Tool { argv, .. } => InputValue::Tool { version: ws.tool_version(argv)? },
+            Input::Probe { name, argv, must_succeed } => {
+                let (output, success) = ws.probe(argv, &env)?;
+                probes.insert(name.clone(), (output.clone(), success));
+                match must_succeed {
+                    true if !success => {
+                        bail!("could not read the version of `{}`; is it installed? ({output})", argv.join(" "))
+                    }
+                    true => InputValue::Tool { version: output },
+                    false => InputValue::Probe { output, success },
+                }
+            }
+            Input::Crates { packages } => resolve_crates(packages, &hasher, stage, ws, &env)?,
         };
         inputs.push(ResolvedInput { name: input.key_name(), value });
     }
-    for up in &stage.after {
-        let outputs = *upstream.get(up).with_context(|| format!("stage `{up}` has not produced its outputs"))?;
-        inputs.push(ResolvedInput { name: format!("upstream:{up}"), value: InputValue::Upstream { outputs } });
+    if !stage.commands.is_empty() {
+        let lines = stage.commands.iter().map(ToString::to_string).collect();
+        inputs.push(ResolvedInput { name: "commands".into(), value: InputValue::Commands { lines } });
+    }
+    for up in pipeline.keyed_on(&stage.name) {
+        let outputs =
+            *upstream.get(&up.name).with_context(|| format!("stage `{}` has not produced its outputs", up.name))?;
+        inputs.push(ResolvedInput { name: format!("upstream:{}", up.name), value: InputValue::Upstream { outputs } });
     }
     let fingerprint = KeyHasher::new(FINGERPRINT_VERSION).str(&stage.name).key(&inputs).finish();
-    Ok(Resolved { inputs, fingerprint })
+    Ok(Resolved { inputs, fingerprint, probes })
 }
 
-/// The current manifest of a stage's outputs; missing paths appear as [`crate::EntryKind::Missing`].
-pub fn observe_outputs(stage: &Stage, ws: &Workspace) -> Result<Vec<FileEntry>> {
-    TreeHasher::new(ws.root(), ws.stat_cache(), &|_| {}).manifest(&stage.outputs, &stage.ignore)
+fn resolve_crates(
+    packages: &[String],
+    hasher: &TreeHasher<'_>,
+    stage: &Stage,
+    ws: &Workspace,
+    env: &BTreeMap<String, String>,
+) -> Result<InputValue> {
+    let closure =
+        crate::crates::closure(ws.root(), packages).with_context(|| format!("stage `{}`'s crates", stage.name))?;
+    let excluded = crate::crates::not_linked(&closure);
+    let filter = Filter { ignore: &stage.ignore, excluded: &excluded };
+    let files = hasher.manifest(&crate::crates::paths(&closure), &filter)?;
+    let (rustc, ok) = ws.probe(&["rustc".into(), "-vV".into()], env)?;
+    if !ok {
+        bail!("could not run `rustc -vV`, which stage `{}` is keyed on: is Rust installed?", stage.name);
+    }
+    Ok(InputValue::Crates { packages: closure.members.into_keys().collect(), files, locked: closure.locked, rustc })
+}
+
+/// The current manifest of a stage's owned outputs and of the paths it updates.
+pub fn observe_outputs(stage: &Stage, ws: &Workspace) -> Result<(Vec<FileEntry>, Vec<FileEntry>)> {
+    let hasher = TreeHasher::new(ws.root(), ws.stat_cache(), &|_| {});
+    let none: Vec<String> = Vec::new();
+    let filter = Filter { ignore: &stage.ignore, excluded: &none };
+    Ok((hasher.manifest(&stage.outputs, &filter)?, hasher.manifest(&stage.updates, &filter)?))
 }
 
 /// Where a stage stands.
@@ -67,7 +144,7 @@ pub enum Freshness {
         /// Which outputs are missing or differ.
         outputs: Vec<String>,
     },
-    /// The stage will run.
+    /// The stage will run (or wait for a stage that runs first).
     Stale {
         /// Each reason, for a person.
         reasons: Vec<String>,
@@ -89,49 +166,67 @@ pub fn status(pipeline: &Pipeline, ws: &Workspace, no_cache: bool) -> Result<Vec
     let mut known: BTreeMap<String, Digest> = BTreeMap::new();
     let mut out = Vec::new();
     for stage in pipeline.stages() {
-        let freshness = stage_status(stage, ws, &mut known, no_cache)
+        let freshness = stage_status(pipeline, stage, ws, &mut known, no_cache)
             .with_context(|| format!("cannot plan stage `{}`", stage.name))?;
         out.push(StageStatus { stage: stage.name.clone(), freshness });
     }
     ws.save_stat_cache()?;
-    return Ok(out);
-
-    fn stage_status(
-        stage: &Stage,
-        ws: &Workspace,
-        known: &mut BTreeMap<String, Digest>,
-        no_cache: bool,
-    ) -> Result<Freshness> {
-        let waiting: Vec<&String> = stage.after.iter().filter(|up| !known.contains_key(*up)).collect();
-        if !waiting.is_empty() {
-            let mut reasons: Vec<String> = waiting.iter().map(|up| format!("upstream `{up}` runs first")).collect();
-            reasons.extend(explain_without_upstream(stage, ws)?);
-            return Ok(Freshness::Stale { reasons });
-        }
-        let resolved = resolve(stage, ws, known, &|_| {})?;
-        let record = if no_cache { None } else { ws.store().record(&stage.name, &resolved.fingerprint)? };
-        let Some(record) = record else {
-            let reasons =
-                if no_cache { vec!["--no-cache".to_string()] } else { explain(ws.last_record(&stage.name), &resolved) };
-            return Ok(Freshness::Stale { reasons });
-        };
-        if !environment_matches(stage, ws, &resolved.fingerprint) {
-            let env = stage.environment.as_deref().unwrap_or_default();
-            return Ok(Freshness::Stale {
-                reasons: vec![format!("environment `{env}` is missing or was built from other inputs")],
-            });
-        }
-        known.insert(stage.name.clone(), record.outputs_digest);
-        let differing = differing_outputs(&record.outputs, &observe_outputs(stage, ws)?);
-        Ok(if differing.is_empty() { Freshness::Fresh } else { Freshness::Restore { outputs: differing } })
-    }
+    Ok(out)
 }
 
-/// Reasons a stage is stale when its upstream is stale too: its own inputs compared with the
-/// last run, leaving out the upstream outputs that are not known yet.
-fn explain_without_upstream(stage: &Stage, ws: &Workspace) -> Result<Vec<String>> {
+fn stage_status(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    ws: &Workspace,
+    known: &mut BTreeMap<String, Digest>,
+    no_cache: bool,
+) -> Result<Freshness> {
+    let keyed: Vec<&str> = pipeline.keyed_on(&stage.name).iter().map(|s| s.name.as_str()).collect();
+    let mut reasons: Vec<String> = Vec::new();
+    for up in stage.uses.iter().filter(|u| !known.contains_key(*u)) {
+        reasons.push(format!("upstream `{up}` runs first"));
+    }
+    for gate in stage.after.iter().filter(|g| !known.contains_key(*g)) {
+        reasons.push(format!("waits for `{gate}`, which runs first"));
+    }
+    if keyed.iter().any(|k| !known.contains_key(*k)) {
+        reasons.extend(explain_without_upstream(pipeline, stage, ws)?);
+        return Ok(Freshness::Stale { reasons });
+    }
+    let resolved = resolve(pipeline, stage, ws, known, &|_| {})?;
+    let record = if no_cache { None } else { ws.store().record(&stage.name, &resolved.fingerprint)? };
+    let Some(record) = record else {
+        reasons.extend(if no_cache {
+            vec!["--no-cache".to_string()]
+        } else {
+            explain(ws.last_record(&stage.name), &resolved)
+        });
+        return Ok(Freshness::Stale { reasons });
+    };
+    if let Err(why) = environment_matches(stage, ws, &resolved.fingerprint) {
+        reasons.push(why);
+        return Ok(Freshness::Stale { reasons });
+    }
+    let (outputs, updates) = observe_outputs(stage, ws)?;
+    let changed = differing_outputs(&record.updates, &updates);
+    if !changed.is_empty() {
+        reasons.extend(changed.iter().map(|p| format!("`{p}` changed since the stage last ran")));
+        return Ok(Freshness::Stale { reasons });
+    }
+    if !reasons.is_empty() {
+        // Its own record matches, but a gate it runs after must run first.
+        return Ok(Freshness::Stale { reasons });
+    }
+    known.insert(stage.name.clone(), record.outputs_digest);
+    let differing = differing_outputs(&record.outputs, &outputs);
+    Ok(if differing.is_empty() { Freshness::Fresh } else { Freshness::Restore { outputs: differing } })
+}
+
+/// Reasons a stage is stale when something it is keyed on is stale too: its own inputs
+/// compared with the last run, leaving out the upstream outputs that are not known yet.
+fn explain_without_upstream(pipeline: &Pipeline, stage: &Stage, ws: &Workspace) -> Result<Vec<String>> {
     let Some(last) = ws.last_record(&stage.name) else { return Ok(vec![]) };
-    let upstream = last
+    let mut upstream: BTreeMap<String, Digest> = last
         .inputs
         .iter()
         .filter_map(|i| match (&i.value, i.name.strip_prefix("upstream:")) {
@@ -139,7 +234,11 @@ fn explain_without_upstream(stage: &Stage, ws: &Workspace) -> Result<Vec<String>
             _ => None,
         })
         .collect();
-    let resolved = resolve(stage, ws, &upstream, &|_| {})?;
+    // A stage the last run was not keyed on gets a placeholder; the diff names it as new.
+    for up in pipeline.keyed_on(&stage.name) {
+        upstream.entry(up.name.clone()).or_insert(Digest([0; 32]));
+    }
+    let resolved = resolve(pipeline, stage, ws, &upstream, &|_| {})?;
     Ok(crate::explain::diff_inputs(&last.inputs, &resolved.inputs))
 }
 
@@ -158,7 +257,7 @@ fn explain(last: Option<StageRecord>, now: &Resolved) -> Vec<String> {
 
 /// Paths whose current state differs from the recorded outputs.
 pub fn differing_outputs(recorded: &[FileEntry], current: &[FileEntry]) -> Vec<String> {
-    if outputs_digest(recorded) == outputs_digest(current) {
+    if outputs_digest(recorded, &[]) == outputs_digest(current, &[]) {
         return Vec::new();
     }
     let now: BTreeMap<&str, &FileEntry> = current.iter().map(|e| (e.path.as_str(), e)).collect();
@@ -172,11 +271,20 @@ pub fn differing_outputs(recorded: &[FileEntry], current: &[FileEntry]) -> Vec<S
 /// The file inside a stage's environment directory that says which fingerprint built it.
 pub const ENVIRONMENT_MARKER: &str = ".slipway-environment";
 
-/// Whether the stage's environment (if it has one) was built for `fingerprint`.
-pub fn environment_matches(stage: &Stage, ws: &Workspace, fingerprint: &Digest) -> bool {
-    let Some(dir) = &stage.environment else { return true };
+/// Whether the stage's environment (if it has one) was built for `fingerprint` and is really
+/// there; `Err` says why not, for `status`.
+pub fn environment_matches(stage: &Stage, ws: &Workspace, fingerprint: &Digest) -> Result<(), String> {
+    let Some(dir) = &stage.environment else { return Ok(()) };
     let marker = ws.root().join(dir).join(ENVIRONMENT_MARKER);
-    std::fs::read_to_string(marker).is_ok_and(|text| text.trim() == fingerprint.to_hex())
+    if !std::fs::read_to_string(marker).is_ok_and(|text| text.trim() == fingerprint.to_hex()) {
+        return Err(format!("environment `{dir}` is missing or was built from other inputs"));
+    }
+    match &stage.alive {
+        Some(alive) => {
+            alive(ws.root(), &stage_env(stage, ws)).map_err(|why| format!("environment `{dir}` is not there: {why}"))
+        }
+        None => Ok(()),
+    }
 }
 
 /// Records that the stage's environment was built for `fingerprint`.

@@ -9,10 +9,10 @@ use crate::tree::FileEntry;
 
 /// The `schema` field of every record. Bump it when a field changes meaning or is removed;
 /// readers treat a record of another schema as absent (a cache miss), never as an error.
-pub const RECORD_SCHEMA: &str = "slipway.stage-record.v1";
+pub const RECORD_SCHEMA: &str = "slipway.stage-record.v2";
 
 /// Bump when the output manifest digest changes meaning.
-const OUTPUTS_VERSION: &str = "slipway-outputs-v1";
+const OUTPUTS_VERSION: &str = "slipway-outputs-v2";
 
 /// What one successful run of a stage read and wrote.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,8 +25,11 @@ pub struct StageRecord {
     pub fingerprint: Digest,
     /// Every input as it was observed, in declaration order.
     pub inputs: Vec<ResolvedInput>,
-    /// Every output file, sorted by path; their contents are in the step cache by digest.
+    /// Every owned output file, sorted by path; their contents are in the step cache by digest.
     pub outputs: Vec<FileEntry>,
+    /// Every file under the paths the stage updates in place, as the run left them; not stored.
+    #[serde(default)]
+    pub updates: Vec<FileEntry>,
     /// [`outputs_digest`] of `outputs`: what dependent stages see as this stage's result.
     pub outputs_digest: Digest,
     /// How long the stage took to run.
@@ -42,15 +45,15 @@ impl StageRecord {
     }
 }
 
-/// The digest of an output manifest.
-pub fn outputs_digest(outputs: &[FileEntry]) -> Digest {
-    KeyHasher::new(OUTPUTS_VERSION).key(outputs).finish()
+/// The digest of a stage's result: its owned outputs and what it left in the paths it updates.
+pub fn outputs_digest(outputs: &[FileEntry], updates: &[FileEntry]) -> Digest {
+    KeyHasher::new(OUTPUTS_VERSION).key(outputs).key(updates).finish()
 }
 
 /// What dependents of an environment stage see: its outputs and the fingerprint that built the
 /// environment, so that rebuilding it from other inputs (a new lock file) reruns them.
-pub fn environment_outputs_digest(outputs: &[FileEntry], fingerprint: &Digest) -> Digest {
-    KeyHasher::new(OUTPUTS_VERSION).key(outputs).str("environment").key(fingerprint).finish()
+pub fn environment_outputs_digest(outputs: &[FileEntry], updates: &[FileEntry], fingerprint: &Digest) -> Digest {
+    KeyHasher::new(OUTPUTS_VERSION).key(outputs).key(updates).str("environment").key(fingerprint).finish()
 }
 
 #[cfg(test)]
@@ -83,8 +86,9 @@ mod tests {
                     value: InputValue::Upstream { outputs: Digest::of(b"") },
                 },
             ],
-            outputs_digest: outputs_digest(std::slice::from_ref(&file)),
+            outputs_digest: outputs_digest(std::slice::from_ref(&file), &[]),
             outputs: vec![file],
+            updates: vec![],
             duration_ms: 1200,
             finished_at: 1_790_000_000,
         };

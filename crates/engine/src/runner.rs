@@ -11,10 +11,11 @@ use tokio::sync::watch;
 use crate::cache_key::Digest;
 use crate::context::StageContext;
 use crate::outputs::{Stash, restore_outputs, store_outputs};
-use crate::plan::{differing_outputs, environment_matches, mark_environment, observe_outputs, resolve};
+use crate::pipeline::Pipeline;
+use crate::plan::{differing_outputs, environment_matches, mark_environment, observe_outputs, resolve, stage_env};
 use crate::record::{RECORD_SCHEMA, StageRecord, environment_outputs_digest, outputs_digest};
 use crate::report::Reporter;
-use crate::stage::{Pipeline, Stage, StageError};
+use crate::stage::{Stage, StageError};
 use crate::workspace::Workspace;
 
 /// How a run treats the step cache.
@@ -24,6 +25,25 @@ pub struct RunOptions {
     pub no_cache: bool,
     /// Run these stages even if a record matches.
     pub force: Vec<String>,
+    /// Run the commands of these stages under `strace`, writing the traces into this directory
+    /// (see [`crate::trace`]); a traced stage always runs.
+    pub trace: Option<TraceOptions>,
+}
+
+/// Which stages a run traces, and where the traces go.
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    /// The directory the traces are written to.
+    pub dir: std::path::PathBuf,
+    /// The stages to trace.
+    pub stages: Vec<String>,
+}
+
+impl RunOptions {
+    fn traces(&self, stage: &Stage) -> Option<std::path::PathBuf> {
+        let t = self.trace.as_ref()?;
+        (t.stages.contains(&stage.name) && !stage.commands.is_empty()).then(|| t.dir.clone())
+    }
 }
 
 /// What happened to one stage.
@@ -111,14 +131,21 @@ pub async fn run(
     for secret in ws.secret_values() {
         reporter.secret(secret);
     }
+    let shared = Arc::new(pipeline.clone());
     let mut done: BTreeMap<String, watch::Receiver<Done>> = BTreeMap::new();
     let mut tasks = Vec::new();
     for stage in pipeline.stages() {
         let (tx, rx) = watch::channel(None);
         let upstream: Vec<(String, watch::Receiver<Done>)> =
-            stage.after.iter().map(|up| (up.clone(), done[up].clone())).collect();
+            pipeline.waits_for(&stage.name).iter().map(|up| (up.name.clone(), done[&up.name].clone())).collect();
         done.insert(stage.name.clone(), rx);
-        let job = Job { stage: stage.clone(), ws: ws.clone(), opts: opts.clone(), reporter: reporter.clone() };
+        let job = Job {
+            pipeline: shared.clone(),
+            stage: stage.clone(),
+            ws: ws.clone(),
+            opts: opts.clone(),
+            reporter: reporter.clone(),
+        };
         tasks.push(tokio::spawn(async move {
             let report = job.run_after(upstream).await;
             let _ = tx.send(Some((report.0.outcome.clone(), report.1)));
@@ -137,6 +164,7 @@ pub async fn run(
 }
 
 struct Job {
+    pipeline: Arc<Pipeline>,
     stage: Stage,
     ws: Arc<Workspace>,
     opts: RunOptions,
@@ -155,9 +183,10 @@ impl Job {
         }
         let start = Instant::now();
         let name = self.stage.name.clone();
-        let (ws, opts, reporter, stage) =
-            (self.ws.clone(), self.opts.clone(), self.reporter.clone(), self.stage.clone());
-        let result = tokio::task::spawn_blocking(move || execute(&stage, &ws, &opts, &*reporter, &digests)).await;
+        let (pipeline, ws, opts, reporter, stage) =
+            (self.pipeline.clone(), self.ws.clone(), self.opts.clone(), self.reporter.clone(), self.stage.clone());
+        let result =
+            tokio::task::spawn_blocking(move || execute(&pipeline, &stage, &ws, &opts, &*reporter, &digests)).await;
         let (outcome, digest) =
             result.unwrap_or_else(|e| (Outcome::Failed(format!("stage `{name}` panicked: {e}")), None));
         self.finish(outcome, start.elapsed(), digest)
@@ -177,6 +206,7 @@ fn log_path(ws: &Workspace, stage: &str) -> std::path::PathBuf {
 
 /// Plans, restores or runs one stage; returns its outcome and outputs digest.
 fn execute(
+    pipeline: &Pipeline,
     stage: &Stage,
     ws: &Workspace,
     opts: &RunOptions,
@@ -187,7 +217,7 @@ fn execute(
     let _ = std::fs::create_dir_all(log.parent().expect("logs live in a directory"));
     let _ = std::fs::write(&log, b"");
     reporter.stage_started(&stage.name, &stage.about);
-    match try_execute(stage, ws, opts, reporter, upstream, log) {
+    match try_execute(pipeline, stage, ws, opts, reporter, upstream, log) {
         Ok((outcome, digest)) => (outcome, Some(digest)),
         Err(StageError::Rejected(reason)) => (Outcome::Rejected(ws.redact(&reason)), None),
         Err(StageError::Failed(e)) => (Outcome::Failed(ws.redact(&format!("{e:#}"))), None),
@@ -195,6 +225,7 @@ fn execute(
 }
 
 fn try_execute(
+    pipeline: &Pipeline,
     stage: &Stage,
     ws: &Workspace,
     opts: &RunOptions,
@@ -203,55 +234,113 @@ fn try_execute(
     log: std::path::PathBuf,
 ) -> Result<(Outcome, Digest), StageError> {
     let progress = |n: u64| reporter.hashing(&stage.name, n);
-    let resolved = resolve(stage, ws, upstream, &progress).context("cannot read the stage's inputs")?;
-    let use_cache = !opts.no_cache && !opts.force.contains(&stage.name);
-    let env_ok = environment_matches(stage, ws, &resolved.fingerprint);
+    let resolved = resolve(pipeline, stage, ws, upstream, &progress).context("cannot read the stage's inputs")?;
+    let traced = opts.traces(stage);
+    let use_cache = !opts.no_cache && !opts.force.contains(&stage.name) && traced.is_none();
     if use_cache
-        && env_ok
+        && environment_matches(stage, ws, &resolved.fingerprint).is_ok()
         && let Some(record) = ws.store().record(&stage.name, &resolved.fingerprint)?
     {
-        match reuse(stage, ws, &record) {
-            Ok(outcome) => {
+        match reuse(stage, ws, &record, reporter) {
+            Ok(Some(outcome)) => {
                 ws.set_last_record(&record)?;
                 return Ok((outcome, record.outputs_digest));
             }
+            Ok(None) => {}
             Err(e) => reporter.warn(&format!("{}: cannot reuse the cached result, running instead: {e:#}", stage.name)),
         }
     }
     reporter.running(&stage.name);
     let start = Instant::now();
+    let known = ws.last_record(&stage.name).map(|r| r.outputs).unwrap_or_default();
     let stash = Stash::take(ws, &stage.outputs)?;
-    let ctx = StageContext { stage: &stage.name, workspace: ws, log: log.into() };
-    let ran = (stage.action)(&ctx).and_then(|()| record_run(stage, ws, resolved, start.elapsed()).map_err(Into::into));
-    match ran {
-        Ok(digest) => Ok((Outcome::Ran, digest)),
-        Err(e) if stage.keep_failed_outputs => {
-            drop(stash);
-            Err(e)
-        }
-        Err(e) => {
-            stash.put_back(&stage.outputs).context("cannot restore the previous outputs")?;
-            Err(e)
-        }
+    let ctx = StageContext {
+        stage: &stage.name,
+        workspace: ws,
+        log: log.into(),
+        env: stage_env(stage, ws),
+        probes: resolved.probes.clone(),
+        commands: &stage.commands,
+        ran: std::sync::Mutex::new(vec![false; stage.commands.len()]),
+        trace: traced,
+    };
+    let ran = act(stage, &ctx).and_then(|()| {
+        record_run(pipeline, stage, ws, upstream, resolved, start.elapsed(), reporter).map_err(Into::into)
+    });
+    let settled = match &ran {
+        Ok(_) => stash.settle(ws, &stage.name, &known),
+        Err(_) if stage.keep_failed_outputs => stash.settle(ws, &stage.name, &known),
+        Err(_) => stash.put_back(&stage.outputs).map(|()| Vec::new()),
+    };
+    for line in settled.context("cannot put the previous outputs back")? {
+        reporter.warn(&format!("{}: {line}", stage.name));
     }
+    ran.map(|digest| (Outcome::Ran, digest))
 }
 
-/// Uses a matching record: the outputs are either in place already or restored.
-fn reuse(stage: &Stage, ws: &Workspace, record: &StageRecord) -> anyhow::Result<Outcome> {
-    if differing_outputs(&record.outputs, &observe_outputs(stage, ws)?).is_empty() {
-        return Ok(Outcome::Cached);
+/// The stage's action, or its commands in order; then every required command must have run.
+fn act(stage: &Stage, ctx: &StageContext<'_>) -> Result<(), StageError> {
+    match &stage.action {
+        Some(action) => action(ctx)?,
+        None => ctx.run_commands()?,
     }
-    restore_outputs(ws, &stage.outputs, &record.outputs)?;
-    Ok(Outcome::Restored)
+    let missed = ctx.not_run();
+    if !missed.is_empty() {
+        return Err(StageError::Failed(anyhow::anyhow!(
+            "stage `{}` declares commands it did not run: {}; run them or mark them optional",
+            stage.name,
+            missed.join("; ")
+        )));
+    }
+    Ok(())
 }
 
-fn record_run(
+/// Uses a matching record: the outputs are either in place already or restored. `None` when
+/// the paths the stage updates no longer hold what the record says: the stage must run.
+fn reuse(
     stage: &Stage,
     ws: &Workspace,
+    record: &StageRecord,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Option<Outcome>> {
+    let (outputs, updates) = observe_outputs(stage, ws)?;
+    if !differing_outputs(&record.updates, &updates).is_empty() {
+        return Ok(None);
+    }
+    if differing_outputs(&record.outputs, &outputs).is_empty() {
+        return Ok(Some(Outcome::Cached));
+    }
+    let known = ws.last_record(&stage.name).map(|r| r.outputs).unwrap_or_default();
+    for line in restore_outputs(ws, &stage.name, &stage.outputs, &record.outputs, &known)? {
+        // Restoring never deletes a file Slipway did not write; say where it went.
+        reporter.warn(&format!("{}: {line}", stage.name));
+    }
+    Ok(Some(Outcome::Restored))
+}
+
+/// Records a successful run, unless its inputs changed while it ran: a record must say which
+/// inputs produced the outputs, and those inputs are gone. The stage then counts as run, and
+/// runs again next time.
+fn record_run(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    ws: &Workspace,
+    upstream: &BTreeMap<String, Digest>,
     resolved: crate::plan::Resolved,
     elapsed: Duration,
+    reporter: &dyn Reporter,
 ) -> anyhow::Result<Digest> {
-    let outputs = observe_outputs(stage, ws)?;
+    let (outputs, updates) = observe_outputs(stage, ws)?;
+    let again = resolve(pipeline, stage, ws, upstream, &|_| {}).context("cannot read the stage's inputs again")?;
+    if again.fingerprint != resolved.fingerprint {
+        let changed = crate::explain::diff_inputs(&resolved.inputs, &again.inputs);
+        reporter.warn(&format!(
+            "{}: its inputs changed while it ran ({}); the result is not cached",
+            stage.name,
+            changed.join("; ")
+        ));
+        return Ok(record_digest(stage, &outputs, &updates, &again.fingerprint));
+    }
     store_outputs(ws, &outputs)?;
     mark_environment(stage, ws, &resolved.fingerprint)?;
     let record = StageRecord {
@@ -259,15 +348,26 @@ fn record_run(
         stage: stage.name.clone(),
         fingerprint: resolved.fingerprint,
         inputs: resolved.inputs,
-        outputs_digest: match stage.environment {
-            Some(_) => environment_outputs_digest(&outputs, &resolved.fingerprint),
-            None => outputs_digest(&outputs),
-        },
+        outputs_digest: record_digest(stage, &outputs, &updates, &resolved.fingerprint),
         outputs,
+        updates,
         duration_ms: elapsed.as_millis() as u64,
         finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
     ws.store().put_record(&record)?;
     ws.set_last_record(&record)?;
     Ok(record.outputs_digest)
+}
+
+/// What dependents see of a run: its outputs, and for an environment the fingerprint too.
+fn record_digest(
+    stage: &Stage,
+    outputs: &[crate::tree::FileEntry],
+    updates: &[crate::tree::FileEntry],
+    fingerprint: &Digest,
+) -> Digest {
+    match stage.environment {
+        Some(_) => environment_outputs_digest(outputs, updates, fingerprint),
+        None => outputs_digest(outputs, updates),
+    }
 }

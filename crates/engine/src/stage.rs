@@ -1,10 +1,13 @@
-//! Stages and pipelines: what runs, after what, reading what, writing what.
+//! Stages: what runs, after what, reading what, writing what.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
+use crate::command::Command;
 use crate::context::StageContext;
-use crate::input::Input;
+use crate::input::{EnvUse, Input};
 use crate::tree::Ignore;
 
 /// Why a stage did not succeed. The distinction decides the exit code.
@@ -38,44 +41,93 @@ impl fmt::Display for StageError {
     }
 }
 
-type Action = dyn Fn(&StageContext) -> Result<(), StageError> + Send + Sync;
+pub(crate) type Action = dyn Fn(&StageContext) -> Result<(), StageError> + Send + Sync;
+
+/// Says whether what an environment stage built is really there (a server answering on its
+/// port), given the root and the stage's environment. `Err` says why not.
+pub(crate) type Alive = dyn Fn(&Path, &BTreeMap<String, String>) -> Result<(), String> + Send + Sync;
+
+/// What a stage is to the pipeline: an ordinary step, a check, or a stage that ships.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Produces something.
+    Step,
+    /// Judges: lints, tests, data and model gates. Nothing that ships may run before it passes.
+    Gate,
+    /// Puts something where others use it: an image on a registry, a release on an environment.
+    Ships,
+}
 
 /// One step of the pipeline.
 ///
-/// A stage's fingerprint covers every declared input plus the outputs of the stages it runs
-/// after. Anything else that can change what the stage produces — including the command line
-/// it runs — must be declared, usually as a [`Stage::param`]; an undeclared input is how a
-/// cache hit that should have been a miss happens.
+/// A stage's fingerprint covers every declared input: its files, environment, parameters,
+/// probes, the code that runs it ([`Stage::code`], [`Stage::crates`]) and the commands it runs
+/// ([`Stage::command`]), plus the outputs of every stage it [`uses`](Stage::uses), directly or
+/// through another. The action sees only the declared environment and can run only the
+/// declared commands, so an input cannot be read without being declared.
+///
+/// Build stages with [`crate::stage!`], which declares the file that builds the stage as its
+/// code.
 #[derive(Clone)]
 pub struct Stage {
     pub(crate) name: String,
     pub(crate) about: String,
+    pub(crate) uses: Vec<String>,
     pub(crate) after: Vec<String>,
     pub(crate) inputs: Vec<Input>,
+    pub(crate) code: Vec<String>,
+    pub(crate) commands: Vec<Command>,
     pub(crate) outputs: Vec<String>,
+    pub(crate) updates: Vec<String>,
     pub(crate) environment: Option<String>,
+    pub(crate) alive: Option<Arc<Alive>>,
+    pub(crate) role: Role,
     pub(crate) keep_failed_outputs: bool,
     pub(crate) ignore: Ignore,
-    pub(crate) action: Arc<Action>,
+    pub(crate) action: Option<Arc<Action>>,
+}
+
+/// A stage whose code is the file that invokes the macro (plus whatever it declares):
+/// `stage!("train", "train the model")`. Prefer it to [`Stage::new`]: a stage's own code can
+/// then not be left out of its key.
+#[macro_export]
+macro_rules! stage {
+    ($name:expr, $about:expr $(,)?) => {
+        $crate::Stage::new($name, $about).code(file!())
+    };
 }
 
 impl Stage {
-    /// A stage named `name` (lowercase, `-` allowed) whose job is `about`.
+    /// A stage named `name` (lowercase, `-` allowed) whose job is `about`. See [`crate::stage!`].
     pub fn new(name: &str, about: &str) -> Stage {
         Stage {
             name: name.to_string(),
             about: about.to_string(),
+            uses: Vec::new(),
             after: Vec::new(),
             inputs: Vec::new(),
+            code: Vec::new(),
+            commands: Vec::new(),
             outputs: Vec::new(),
+            updates: Vec::new(),
             environment: None,
+            alive: None,
+            role: Role::Step,
             keep_failed_outputs: false,
             ignore: crate::input::default_ignore(),
-            action: Arc::new(|_| Ok(())),
+            action: None,
         }
     }
 
-    /// Runs after `stage`, only if it succeeded, and is keyed on its outputs.
+    /// Runs after `stage`, only if it succeeded, and is keyed on its outputs and, through it, on
+    /// the outputs of everything it uses.
+    pub fn uses(mut self, stage: &str) -> Stage {
+        self.uses.push(stage.to_string());
+        self
+    }
+
+    /// Runs after `stage`, only if it (and all it waits for) succeeded, without being keyed on
+    /// it: for gates that must pass before this stage may run.
     pub fn after(mut self, stage: &str) -> Stage {
         self.after.push(stage.to_string());
         self
@@ -88,15 +140,58 @@ impl Stage {
         self
     }
 
-    /// Reads the environment variable `name`; its value is part of the fingerprint.
-    pub fn env(mut self, name: &str) -> Stage {
-        self.inputs.push(Input::Env { name: name.to_string(), secret: false });
+    /// Runs the code in `path` (a source file or directory relative to the root): a script the
+    /// stage executes, or a module of the program that runs the stage in process. Code paths
+    /// must exist: a missing one is an error, not a "missing" input.
+    pub fn code(mut self, path: &str) -> Stage {
+        self.code.push(path.trim_start_matches("./").trim_end_matches('/').to_string());
         self
     }
 
-    /// Reads the secret `name`: only whether it is set counts, and its value is masked in logs.
-    pub fn secret_env(mut self, name: &str) -> Stage {
-        self.inputs.push(Input::Env { name: name.to_string(), secret: true });
+    /// Runs the workspace crates `packages` in process: keyed on their closure in `Cargo.lock`
+    /// (sources, locked dependencies, build configuration, compiler).
+    pub fn crates<S: AsRef<str>>(mut self, packages: &[S]) -> Stage {
+        let mut packages: Vec<String> = packages.iter().map(|p| p.as_ref().to_string()).collect();
+        if let Some(Input::Crates { packages: known }) =
+            self.inputs.iter_mut().find(|i| matches!(i, Input::Crates { .. }))
+        {
+            known.append(&mut packages);
+            return self;
+        }
+        self.inputs.push(Input::Crates { packages });
+        self
+    }
+
+    /// Reads the environment variable `name`; its value is keyed.
+    pub fn env(self, name: &str) -> Stage {
+        self.env_as(name, EnvUse::Value)
+    }
+
+    /// Reads the secret `name`: only whether it is set is keyed, and its value is masked.
+    pub fn secret_env(self, name: &str) -> Stage {
+        self.env_as(name, EnvUse::Secret)
+    }
+
+    /// Passes `names` to the stage without keying them: they locate things whose content is
+    /// keyed elsewhere (a cache directory, a remote addressed by digest).
+    pub fn pass_env<S: AsRef<str>>(mut self, names: &[S]) -> Stage {
+        for n in names {
+            self = self.env_as(n.as_ref(), EnvUse::Pass);
+        }
+        self
+    }
+
+    /// Passes the secrets `names` without keying them (credentials for a remote addressed by
+    /// digest); their values are masked.
+    pub fn pass_secrets<S: AsRef<str>>(mut self, names: &[S]) -> Stage {
+        for n in names {
+            self = self.env_as(n.as_ref(), EnvUse::PassSecret);
+        }
+        self
+    }
+
+    fn env_as(mut self, name: &str, how: EnvUse) -> Stage {
+        self.inputs.push(Input::Env { name: name.to_string(), how });
         self
     }
 
@@ -106,25 +201,73 @@ impl Stage {
         self
     }
 
-    /// Depends on the version that `argv` prints, e.g. `["rustc", "-V"]`.
+    /// Depends on the version that `argv` prints, e.g. `["rustc", "-V"]`; the tool must exist.
     pub fn tool<S: AsRef<str>>(mut self, name: &str, argv: &[S]) -> Stage {
         let argv = argv.iter().map(|a| a.as_ref().to_string()).collect();
-        self.inputs.push(Input::Tool { name: name.to_string(), argv });
+        self.inputs.push(Input::Probe { name: name.to_string(), argv, must_succeed: true });
         self
     }
 
-    /// Writes the file or directory `path`; it is stored in the step cache and restored on a hit.
+    /// Depends on what `argv` prints, whether it succeeds or not (`git tag --points-at HEAD`).
+    /// The action reads the value with [`StageContext::probe`].
+    pub fn probe<S: AsRef<str>>(mut self, name: &str, argv: &[S]) -> Stage {
+        let argv = argv.iter().map(|a| a.as_ref().to_string()).collect();
+        self.inputs.push(Input::Probe { name: name.to_string(), argv, must_succeed: false });
+        self
+    }
+
+    /// Runs `command`. Without an action ([`Stage::run`]) the stage runs its commands in order.
+    pub fn command(mut self, command: Command) -> Stage {
+        self.commands.push(command);
+        self
+    }
+
+    /// Writes the file or directory `path` and owns it: it is stored in the step cache and
+    /// restored on a hit. A file found there that Slipway did not write is never deleted: it
+    /// is moved to `.slipway/lost+found` with a warning.
     pub fn output(mut self, path: &str) -> Stage {
         self.outputs.push(path.trim_end_matches('/').to_string());
         self
     }
 
-    /// Builds an environment in the directory `path` (a Python virtualenv, say): something too
-    /// large or too machine-specific for the step cache. The stage is fresh only while `path`
-    /// holds the marker Slipway writes there after a successful run with the same fingerprint;
-    /// otherwise it runs again, and its action must rebuild `path` from scratch or repair it.
+    /// Updates files in `path` in place without owning it (data checked out from a remote):
+    /// nothing there is moved, stored or deleted by the engine. What `path` holds after a run
+    /// is the stage's result for its dependents, and the stage runs again whenever `path` no
+    /// longer holds exactly that.
+    pub fn updates(mut self, path: &str) -> Stage {
+        self.updates.push(path.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// Builds an environment in the directory `path` (a Python virtualenv, a running
+    /// release): something too large or too machine-specific for the step cache. The stage is
+    /// fresh only while `path` holds the marker Slipway writes there after a successful run
+    /// with the same fingerprint, and [`Stage::alive`] (if given) says it is really there.
     pub fn environment(mut self, path: &str) -> Stage {
         self.environment = Some(path.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// For an environment stage: checks that what it built is really there (`Err` says why
+    /// not), so a release that no longer runs after a reboot is deployed again.
+    pub fn alive(
+        mut self,
+        check: impl Fn(&Path, &BTreeMap<String, String>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Stage {
+        self.alive = Some(Arc::new(check));
+        self
+    }
+
+    /// Marks the stage as a check. A stage that [`ships`](Stage::ships) must run after every
+    /// gate declared before it; the pipeline refuses it otherwise.
+    pub fn gate(mut self) -> Stage {
+        self.role = Role::Gate;
+        self
+    }
+
+    /// Marks the stage as one that ships (pushes an image, deploys a release).
+    pub fn ships(mut self) -> Stage {
+        self.role = Role::Ships;
         self
     }
 
@@ -141,9 +284,11 @@ impl Stage {
         self
     }
 
-    /// What the stage does when it is not cached.
+    /// What the stage does when it is not cached. It runs its declared commands with
+    /// [`StageContext::run_commands`] or [`StageContext::run_command`]; every command that is not
+    /// [`optional`](Command::optional) must have run when it returns.
     pub fn run(mut self, action: impl Fn(&StageContext) -> Result<(), StageError> + Send + Sync + 'static) -> Stage {
-        self.action = Arc::new(action);
+        self.action = Some(Arc::new(action));
         self
     }
 
@@ -157,91 +302,40 @@ impl Stage {
         &self.about
     }
 
-    /// The stages this one runs after.
+    /// The stages this one uses (is keyed on), directly.
     pub fn upstream(&self) -> &[String] {
+        &self.uses
+    }
+
+    /// The stages this one runs after without being keyed on them, directly.
+    pub fn gates(&self) -> &[String] {
         &self.after
     }
-}
 
-/// Stages in the order they were declared; a stage may only run after stages declared before it,
-/// which rules out cycles by construction.
-#[derive(Clone, Default)]
-pub struct Pipeline {
-    stages: Vec<Stage>,
-}
-
-/// A mistake in how a pipeline was wired. These are bugs in the pipeline's code.
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    /// Two stages share a name.
-    #[error("two stages are named `{0}`")]
-    Duplicate(String),
-    /// A stage runs after one that is not declared before it.
-    #[error("stage `{stage}` runs after `{upstream}`, which is not declared before it")]
-    UnknownUpstream {
-        /// The stage.
-        stage: String,
-        /// Its unknown upstream.
-        upstream: String,
-    },
-    /// A stage was asked for by name and does not exist.
-    #[error("there is no stage named `{0}`")]
-    NoSuchStage(String),
-    /// Two inputs of a stage share a name.
-    #[error("stage `{stage}` declares the input `{input}` twice")]
-    DuplicateInput {
-        /// The stage.
-        stage: String,
-        /// The input's name.
-        input: String,
-    },
-}
-
-impl Pipeline {
-    /// An empty pipeline.
-    pub fn new() -> Pipeline {
-        Pipeline::default()
+    /// Gate, step or shipping stage.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
-    /// Appends `stage`, checking that its upstream stages are already declared.
-    pub fn stage(mut self, stage: Stage) -> Result<Pipeline, PipelineError> {
-        if self.get(&stage.name).is_some() {
-            return Err(PipelineError::Duplicate(stage.name));
-        }
-        if let Some(up) = stage.after.iter().find(|up| self.get(up).is_none()) {
-            return Err(PipelineError::UnknownUpstream { stage: stage.name.clone(), upstream: up.clone() });
-        }
-        let mut names: Vec<String> = stage.inputs.iter().map(Input::key_name).collect();
-        names.sort();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(PipelineError::DuplicateInput { stage: stage.name.clone(), input: w[0].clone() });
-        }
-        self.stages.push(stage);
-        Ok(self)
+    /// The declared commands.
+    pub fn commands(&self) -> &[Command] {
+        &self.commands
     }
 
-    /// The stages in declaration order.
-    pub fn stages(&self) -> &[Stage] {
-        &self.stages
+    /// The declared inputs.
+    pub fn inputs(&self) -> &[Input] {
+        &self.inputs
     }
 
-    /// The stage named `name`.
-    pub fn get(&self, name: &str) -> Option<&Stage> {
-        self.stages.iter().find(|s| s.name == name)
+    /// The code paths.
+    pub fn code_paths(&self) -> &[String] {
+        &self.code
     }
 
-    /// The sub-pipeline that `targets` need: each target and everything it runs after.
-    pub fn select<S: AsRef<str>>(&self, targets: &[S]) -> Result<Pipeline, PipelineError> {
-        let mut wanted: Vec<&str> = Vec::new();
-        let mut todo: Vec<&str> = targets.iter().map(|t| t.as_ref()).collect();
-        while let Some(name) = todo.pop() {
-            let stage = self.get(name).ok_or_else(|| PipelineError::NoSuchStage(name.to_string()))?;
-            if !wanted.contains(&name) {
-                wanted.push(name);
-                todo.extend(stage.after.iter().map(String::as_str));
-            }
-        }
-        let stages = self.stages.iter().filter(|s| wanted.contains(&s.name.as_str())).cloned().collect();
-        Ok(Pipeline { stages })
+    /// Everything the stage writes: owned outputs, updated paths, its environment.
+    pub fn writes(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.outputs.iter().chain(&self.updates).cloned().collect();
+        all.extend(self.environment.clone());
+        all
     }
 }

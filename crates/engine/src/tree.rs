@@ -1,4 +1,5 @@
-//! Walking declared paths and hashing what they hold, in parallel, through the stat cache.
+//! Hashing what declared paths hold (see `walk.rs` for which files that is), in parallel,
+//! through the stat cache.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -12,8 +13,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::cache_key::{CacheKey, Digest, KeyHasher};
-use crate::fsutil::relative_utf8;
 use crate::stat_cache::{StatCache, StatKey};
+use crate::walk::{Filter, IgnoreFiles, walk};
 
 /// What a path in a manifest is. The executable bit is part of a file's identity: a script
 /// that lost it behaves differently.
@@ -109,41 +110,22 @@ impl<'a> TreeHasher<'a> {
         TreeHasher { root, stat, progress }
     }
 
-    /// The manifest of `paths` (files or directories relative to the root), sorted by path.
-    pub fn manifest(&self, paths: &[String], ignore: &Ignore) -> Result<Vec<FileEntry>> {
+    /// The manifest of `paths` (files or directories relative to the root), sorted by path. A
+    /// declared path that does not exist is recorded as [`EntryKind::Missing`].
+    pub fn manifest(&self, paths: &[String], filter: &Filter<'_>) -> Result<Vec<FileEntry>> {
+        let ignores = IgnoreFiles::new(self.root);
         let mut found = Vec::new();
         let mut entries = Vec::new();
         for p in paths {
-            match fs::symlink_metadata(self.root.join(p)) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => entries.push(missing(p)),
-                Err(e) => return Err(e).with_context(|| format!("cannot read `{p}`")),
-                Ok(meta) if meta.is_dir() => self.walk(p, ignore, &mut found)?,
-                Ok(meta) => found.push(Found::new(p.clone(), &meta)),
+            match walk(self.root, p, filter, &ignores)? {
+                None => entries.push(missing(p)),
+                Some(files) => found.extend(files.into_iter().map(|w| Found::new(w.rel, &w.meta))),
             }
         }
         entries.extend(self.hash(found)?);
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         entries.dedup_by(|a, b| a.path == b.path);
         Ok(entries)
-    }
-
-    fn walk(&self, dir: &str, ignore: &Ignore, found: &mut Vec<Found>) -> Result<()> {
-        let root = self.root;
-        // Not sorted here: `manifest` sorts the whole list once.
-        let walker = walkdir::WalkDir::new(root.join(dir)).follow_links(false);
-        let walker = walker.into_iter().filter_entry(|e| {
-            e.depth() == 0 || relative_utf8(root, e.path()).map_or(true, |rel| !ignore.is_match(&rel))
-        });
-        for entry in walker {
-            let entry = entry.with_context(|| format!("cannot walk `{dir}`"))?;
-            if entry.file_type().is_dir() {
-                continue;
-            }
-            let rel = relative_utf8(root, entry.path())?;
-            let meta = entry.metadata().with_context(|| format!("cannot stat `{rel}`"))?;
-            found.push(Found::new(rel, &meta));
-        }
-        Ok(())
     }
 
     /// Digests for `found`: from the stat cache where it still holds, hashed in parallel otherwise.

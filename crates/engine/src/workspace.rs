@@ -15,6 +15,9 @@ use crate::store::{LocalStore, StepStore};
 /// The directory under the root that holds Slipway's state; it belongs in `.gitignore`.
 pub const STATE_DIR: &str = ".slipway";
 
+/// A probe's command and the environment it ran in.
+type Probed = (Vec<String>, BTreeMap<String, String>);
+
 /// Everything a plan or a run needs to know about where it happens.
 pub struct Workspace {
     root: PathBuf,
@@ -22,7 +25,7 @@ pub struct Workspace {
     secrets: Vec<String>,
     stat: Mutex<StatCache>,
     store: Box<dyn StepStore>,
-    tools: Mutex<HashMap<Vec<String>, String>>,
+    tools: Mutex<HashMap<Probed, (String, bool)>>,
 }
 
 impl Workspace {
@@ -117,20 +120,25 @@ impl Workspace {
             .with_context(|| format!("cannot write {}", path.display()))
     }
 
-    /// The version line `argv` prints, memoised for the run.
-    pub fn tool_version(&self, argv: &[String]) -> Result<String> {
-        if let Some(v) = self.tools.lock().unwrap_or_else(|e| e.into_inner()).get(argv) {
+    /// What `argv` prints on standard output (trimmed) and whether it succeeded, run in the root
+    /// with exactly the environment `env`; memoised for the run. An error only if it cannot start.
+    pub fn probe(&self, argv: &[String], env: &BTreeMap<String, String>) -> Result<(String, bool)> {
+        let key = (argv.to_vec(), env.clone());
+        if let Some(v) = self.tools.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(v.clone());
         }
-        let (program, args) = argv.split_first().context("a tool input needs a command")?;
+        let (program, args) = argv.split_first().context("a probe needs a command")?;
         let sh = xshell::Shell::new()?;
         sh.change_dir(&self.root);
         let out = xshell::cmd!(sh, "{program} {args...}")
+            .env_clear()
+            .envs(env)
             .quiet()
-            .read()
-            .with_context(|| format!("could not read the version of `{program}`; is it installed?"))?;
-        let version = out.trim().to_string();
-        self.tools.lock().unwrap_or_else(|e| e.into_inner()).insert(argv.to_vec(), version.clone());
-        Ok(version)
+            .ignore_status()
+            .output()
+            .with_context(|| format!("could not run `{}`; is `{program}` installed?", argv.join(" ")))?;
+        let value = (String::from_utf8_lossy(&out.stdout).trim().to_string(), out.status.success());
+        self.tools.lock().unwrap_or_else(|e| e.into_inner()).insert(key, value.clone());
+        Ok(value)
     }
 }

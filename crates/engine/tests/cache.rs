@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use engine::{Freshness, Pipeline, RunOptions, Stage, StageError};
+use engine::{Command, Freshness, Pipeline, RunOptions, Stage, StageError};
 
 use crate::fixture::Repo;
 
@@ -34,7 +34,7 @@ impl Counted {
             Ok(())
         });
         let down_runs = self.down.clone();
-        let down = Stage::new("down", "derive").after("up").param("P", param).output("out/down").run(move |ctx| {
+        let down = Stage::new("down", "derive").uses("up").param("P", param).output("out/down").run(move |ctx| {
             down_runs.fetch_add(1, Ordering::SeqCst);
             let up = fs::read_to_string(ctx.root().join("out/up.txt"))?;
             fs::create_dir_all(ctx.root().join("out/down/nested"))?;
@@ -84,12 +84,37 @@ fn deleted_or_edited_outputs_are_restored_without_running() {
 }
 
 #[test]
-fn a_stray_file_in_an_output_directory_is_removed_on_restore() {
+fn a_stray_file_in_an_output_directory_is_kept_in_lost_and_found_on_restore() {
     let (repo, c) = (repo(), Counted::new());
     repo.run(&c.pipeline(1));
-    repo.write("out/down/stray.txt", "x");
-    assert_eq!(repo.run(&c.pipeline(1)).outcomes(), ["up=cached", "down=restored"]);
-    assert!(!repo.path("out/down/stray.txt").exists());
+    repo.write("out/down/stray.txt", "mine");
+    let run = repo.run(&c.pipeline(1));
+    assert_eq!(run.outcomes(), ["up=cached", "down=restored"]);
+    assert!(!repo.path("out/down/stray.txt").exists(), "the output is exactly what the stage wrote");
+    assert_eq!(kept(&repo, "down", "out/down/stray.txt"), ["mine"]);
+    let warned =
+        run.events.iter().any(|e| e.contains("`out/down/stray.txt` was not written by Slipway; it is kept in"));
+    assert!(warned, "{:?}", run.events);
+}
+
+#[test]
+fn a_stage_that_reruns_keeps_files_it_did_not_write_and_edited_ones() {
+    let (repo, c) = (repo(), Counted::new());
+    repo.run(&c.pipeline(1));
+    repo.write("out/down/notes.md", "my notes");
+    repo.write("out/down/result.txt", "edited by hand");
+    repo.run(&c.pipeline(2));
+    assert_eq!(repo.read("out/down/result.txt"), "alpha\nbeta\n|2");
+    assert_eq!(kept(&repo, "down", "out/down/notes.md"), ["my notes"]);
+    assert_eq!(kept(&repo, "down", "out/down/result.txt"), ["edited by hand"]);
+    assert!(kept(&repo, "down", "out/down/nested/len.txt").is_empty(), "Slipway's own files are simply replaced");
+}
+
+/// The contents of every copy of `rel` that lost+found keeps for `stage`.
+fn kept(repo: &Repo, stage: &str, rel: &str) -> Vec<String> {
+    let base = repo.path(&format!(".slipway/{}/{stage}", engine::LOST_AND_FOUND));
+    let Ok(runs) = fs::read_dir(&base) else { return vec![] };
+    runs.filter_map(|r| fs::read_to_string(r.unwrap().path().join(rel)).ok()).collect()
 }
 
 #[test]
@@ -156,7 +181,7 @@ fn a_failed_stage_keeps_the_previous_outputs_and_skips_its_dependents() {
         fs::write(ctx.root().join("out/up.txt"), "half")?;
         Err(StageError::Failed(anyhow::anyhow!("disk on fire")))
     });
-    let down = Stage::new("down", "never runs").after("up").run(|_| panic!("must be skipped"));
+    let down = Stage::new("down", "never runs").uses("up").run(|_| panic!("must be skipped"));
     let pipeline = Pipeline::new().stage(failing).unwrap().stage(down).unwrap();
     let run = repo.run(&pipeline);
     assert_eq!(run.outcomes(), ["up=failed", "down=skipped"]);
@@ -185,14 +210,14 @@ fn a_rejection_exits_1_and_a_missing_output_exits_2() {
 #[test]
 fn a_command_failure_names_purpose_command_status_and_tail() {
     let repo = repo();
-    let stage = Stage::new("cmd", "run a failing command").run(|ctx| {
-        let sh = ctx.shell();
-        ctx.run("prove the point", xshell::cmd!(sh, "sh -c 'echo first; echo last words >&2; exit 3'"))?;
-        Ok(())
-    });
+    let failing = Command::new("prove the point", "sh").args(["-c", "echo first; echo last words >&2; exit 3"]);
+    let stage = Stage::new("cmd", "run a failing command").command(failing);
     let run = repo.run(&Pipeline::new().stage(stage).unwrap());
     let engine::Outcome::Failed(message) = &run.summary.stages[0].outcome else { panic!("{:?}", run.summary) };
-    assert!(message.starts_with("could not prove the point: `sh -c"), "{message}");
+    assert!(
+        message.starts_with("could not prove the point: `sh -c 'echo first; echo last words >&2; exit 3'`"),
+        "{message}"
+    );
     assert!(message.contains("exited with status 3"), "{message}");
     assert!(message.contains("last words"), "{message}");
 }
@@ -263,10 +288,10 @@ fn secrets_are_masked_and_never_keyed_by_value() {
             runs.fetch_add(1, Ordering::SeqCst);
             let token = ctx.env()["TOKEN"].clone();
             ctx.log_line(&format!("token is {token}"));
-            let sh = ctx.shell();
-            ctx.run("echo and fail", xshell::cmd!(sh, "sh -c 'echo $0; exit 1' {token}"))?;
+            ctx.run_command("echo and fail")?;
             Ok(())
         });
+        let stage = stage.command(Command::new("echo and fail", "sh").args(["-c", "echo $TOKEN; exit 1"]));
         Pipeline::new().stage(stage).unwrap()
     };
     let run = repo.run(&pipeline(runs.clone()));

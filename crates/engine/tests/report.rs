@@ -53,9 +53,9 @@ fn pipeline() -> Pipeline {
         Ok(())
     });
     let gate = Stage::new("gate", "judge it")
-        .after("build")
+        .uses("build")
         .run(|_| Err(StageError::rejected("accuracy 0.61 < 0.85\nsee report")));
-    let after = Stage::new("ship", "ship it").after("gate");
+    let after = Stage::new("ship", "ship it").uses("gate");
     Pipeline::new().stage(ok).unwrap().stage(gate).unwrap().stage(after).unwrap()
 }
 

@@ -23,7 +23,8 @@ fn pass(repo: &Repo, paths: &[&str]) -> (Vec<FileEntry>, u64) {
     };
     let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
     let ignore = Ignore::new(&[".slipway"]).unwrap();
-    let manifest = TreeHasher::new(repo.root(), &stat, &progress).manifest(&paths, &ignore).unwrap();
+    let manifest =
+        TreeHasher::new(repo.root(), &stat, &progress).manifest(&paths, &engine::Filter::new(&ignore)).unwrap();
     stat.into_inner().unwrap().save().unwrap();
     (manifest, bytes.into_inner())
 }

@@ -3,6 +3,9 @@
 mod cache;
 mod crash;
 mod fixture;
+mod inputs;
 mod random;
 mod report;
 mod stat;
+mod trace;
+mod wiring;

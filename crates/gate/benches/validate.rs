@@ -16,7 +16,7 @@ fn main() {
     if let Ok(args) = std::env::var("SLIPWAY_BENCH_CHILD") {
         return child(&args);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = manifest_dir().join("../..");
     let sh = Shell::new().unwrap();
     let model = root.join("models/model.onnx");
     assert!(model.is_file(), "no trained model at {}: run `cargo xtask train` first", model.display());
@@ -51,7 +51,7 @@ fn main() {
 /// Runs `gate::validate` once, as the measured child process.
 fn child(args: &str) {
     let (model, data) = args.split_once('\t').unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = manifest_dir().join("../..");
     let search =
         model::RuntimeSearch::new(std::env::var("ORT_DYLIB_PATH").ok().as_deref(), &[root.join(".slipway/train-env")]);
     let mut opts = gate::ValidateOptions::new(model.into(), data.into(), search);
@@ -96,4 +96,10 @@ fn bench_venv(sh: &Shell, root: &Path) -> PathBuf {
         cmd!(sh, "{python} -m pip install -q pandas onnxruntime==1.32.0 numpy==2.4.6").run().unwrap();
     }
     python
+}
+
+/// This crate's directory, from cargo when the test or bench runs: a binary in a target
+/// directory that clones share may have been compiled in another clone.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use xshell::cmd;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    manifest_dir().join("../..")
 }
 
 /// The training environment's Python.
@@ -103,4 +103,10 @@ print(json.dumps({"accuracy": accuracy_score(y, pred), "labels": labels, "precis
     let sh = xshell::Shell::new().unwrap();
     let out = cmd!(sh, "{python} -c {SCRIPT} {model} {holdout}").quiet().read().unwrap();
     serde_json::from_str(&out).unwrap()
+}
+
+/// This crate's directory, from cargo when the test or bench runs: a binary in a target
+/// directory that clones share may have been compiled in another clone.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
 }

@@ -24,7 +24,7 @@ pub use assemble::build;
 pub use digest::sha256;
 pub use error::{ImageError, PushError, WithHelp};
 pub use libs::resolve_libraries;
-pub use push::{Credentials, PASSWORD_VAR, Pushed, Reference, USER_VAR, push};
+pub use push::{Credentials, PASSWORD_VAR, Pushed, REGISTRY_ENV, Reference, USER_VAR, push};
 pub use sbom::{SbomInput, sbom};
 pub use spec::{
     Built, ImageSpec, LABEL_CREATED, LABEL_DATA_DIGEST, LABEL_MODEL_DIGEST, LABEL_REVISION, LABEL_SOURCE,

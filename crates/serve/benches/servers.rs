@@ -11,12 +11,12 @@ use anyhow::{Context, bail};
 use xshell::{Shell, cmd};
 
 pub fn root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = manifest_dir().join("../..");
     std::fs::canonicalize(&root).unwrap_or(root)
 }
 
 fn benches() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches")
+    manifest_dir().join("benches")
 }
 
 /// `target/tmp/bench-venv` with `benches/requirements.lock` installed, reused while the lock
@@ -169,4 +169,10 @@ fn free_port() -> anyhow::Result<u16> {
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
     path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+/// This crate's directory, from cargo when the test or bench runs: a binary in a target
+/// directory that clones share may have been compiled in another clone.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
 }

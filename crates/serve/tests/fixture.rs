@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use xshell::cmd;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    manifest_dir().join("../..")
 }
 
 /// The training environment: its Python builds the models, its onnxruntime wheel is the runtime.
@@ -242,4 +242,10 @@ pub fn digest(path: &Path) -> String {
 /// The version the server reports by default: the digest's first 12 hex digits.
 pub fn default_version(path: &Path) -> String {
     digest(path)["blake3:".len()..][..12].to_string()
+}
+
+/// This crate's directory, from cargo when the test or bench runs: a binary in a target
+/// directory that clones share may have been compiled in another clone.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
 }

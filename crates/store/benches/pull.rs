@@ -76,7 +76,7 @@ fn main() -> Result<()> {
 fn bench_root() -> Result<(PathBuf, PathBuf)> {
     let target = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir,
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        _ => manifest_dir().join("../../target"),
     };
     let (root, old) = (target.join("bench-data").join("pull"), target.join("bench-data").join("pull.old"));
     remove_if_present(&old)?;
@@ -108,7 +108,7 @@ impl Trash {
 /// A program from `PATH`, else from the tools environment `cargo xtask ci` installs.
 fn tool(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let tools_env = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.slipway/tools/bin");
+    let tools_env = manifest_dir().join("../../.slipway/tools/bin");
     std::env::split_paths(&path).chain([tools_env]).map(|dir| dir.join(name)).find(|p| p.is_file()).with_context(|| {
         format!("`{name}` is not installed: run `cargo xtask ci` first (its `tools` stage installs it)")
     })
@@ -474,4 +474,10 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// This crate's directory, from cargo when the test or bench runs: a binary in a target
+/// directory that clones share may have been compiled in another clone.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
 }

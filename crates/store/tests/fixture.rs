@@ -14,7 +14,7 @@ pub const SECRET_KEY: &str = "slipway-test-secret-0b7c";
 /// `cargo xtask ci` installs in `.slipway/tools`.
 pub fn tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let tools_env = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.slipway/tools/bin");
+    let tools_env = manifest_dir().join("../../.slipway/tools/bin");
     std::env::split_paths(&path)
         .chain([tools_env])
         .map(|dir| dir.join(name))
@@ -257,4 +257,10 @@ pub fn odd_tree() -> Vec<(&'static str, Vec<u8>)> {
         ("data/empty", Vec::new()),
         ("data/Upper.txt", b"case".to_vec()),
     ]
+}
+
+/// This crate's directory, from cargo when the test or bench runs: a binary in a target
+/// directory that clones share may have been compiled in another clone.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
 }

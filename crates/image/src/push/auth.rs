@@ -45,14 +45,15 @@ impl Credentials {
         Credentials::Basic { user: user.into(), password: password.into() }
     }
 
-    /// Credentials for `host`: `SLIPWAY_REGISTRY_USER`/`SLIPWAY_REGISTRY_PASSWORD` if both are
-    /// set, else `auths.<host>.auth` in `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`,
-    /// else anonymous.
-    pub fn for_registry(host: &str) -> Result<Credentials, PushError> {
-        if let (Ok(user), Ok(password)) = (std::env::var(USER_VAR), std::env::var(PASSWORD_VAR)) {
+    /// Credentials for `host` from the environment `env`: `SLIPWAY_REGISTRY_USER` and
+    /// `SLIPWAY_REGISTRY_PASSWORD` if both are set, else `auths.<host>.auth` in
+    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, else anonymous. The variables it
+    /// reads are [`ENV_VARS`].
+    pub fn for_registry(host: &str, env: &BTreeMap<String, String>) -> Result<Credentials, PushError> {
+        if let (Some(user), Some(password)) = (env.get(USER_VAR), env.get(PASSWORD_VAR)) {
             return Ok(Credentials::basic(user, password));
         }
-        match docker_config_path() {
+        match docker_config_path(env) {
             Some(path) if path.is_file() => from_docker_config(&path, host),
             _ => Ok(Credentials::Anonymous),
         }
@@ -67,10 +68,15 @@ impl Credentials {
     }
 }
 
-fn docker_config_path() -> Option<PathBuf> {
-    match std::env::var_os("DOCKER_CONFIG") {
+/// Every environment variable [`Credentials::for_registry`] reads.
+pub const ENV_VARS: &[&str] = &[USER_VAR, PASSWORD_VAR, DOCKER_CONFIG_VAR, "HOME"];
+
+const DOCKER_CONFIG_VAR: &str = "DOCKER_CONFIG";
+
+fn docker_config_path(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    match env.get(DOCKER_CONFIG_VAR) {
         Some(dir) => Some(PathBuf::from(dir).join("config.json")),
-        None => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json")),
+        None => env.get("HOME").map(|home| PathBuf::from(home).join(".docker/config.json")),
     }
 }
 

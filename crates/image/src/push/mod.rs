@@ -8,7 +8,7 @@ mod registry;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use auth::{Credentials, PASSWORD_VAR, USER_VAR};
+pub use auth::{Credentials, ENV_VARS as REGISTRY_ENV, PASSWORD_VAR, USER_VAR};
 pub use reference::Reference;
 
 use crate::digest::{self, hex_of};

@@ -1,0 +1,57 @@
+//! Tracing a stage's commands with the real `strace`: an undeclared read is caught, a declared
+//! one is not reported, and neither are files the commands wrote first.
+
+use engine::{Command, Pipeline, RunOptions, Stage, TraceOptions};
+
+use crate::fixture::Repo;
+
+fn traced(repo: &mut Repo, stage: Stage) -> engine::trace::TraceReport {
+    let name = stage.name().to_string();
+    let pipeline = Pipeline::new().stage(stage).unwrap();
+    let dir = repo.path(".slipway/trace");
+    std::fs::create_dir_all(&dir).unwrap();
+    repo.env.insert("PATH".into(), std::env::var("PATH").unwrap());
+    let opts =
+        RunOptions { trace: Some(TraceOptions { dir: dir.clone(), stages: vec![name.clone()] }), ..Default::default() };
+    let run = repo.run_with(&pipeline, &opts);
+    assert_eq!(run.summary.exit_code(), 0, "{:?}", run.events);
+    let ws = repo.workspace();
+    let last = ws.last_record(&name).unwrap();
+    let stage = pipeline.get(&name).unwrap();
+    engine::trace::analyse(&pipeline, stage, repo.root(), &last.inputs, &dir).unwrap()
+}
+
+#[test]
+fn an_undeclared_read_is_caught_and_declared_ones_are_not() {
+    let mut repo = Repo::new();
+    repo.write(
+        "training/train.sh",
+        "cat data/in.csv training/extra.cfg > model.txt\necho tmp > tmp.txt\ncat tmp.txt\n",
+    );
+    repo.write("data/in.csv", "1,2\n");
+    repo.write("training/extra.cfg", "lr=1\n");
+    repo.write("training/unused.txt", "never read\n");
+    let stage = Stage::new("train", "train with a script")
+        .code("training/train.sh")
+        .files("data", &["data"])
+        .files("docs", &["training/unused.txt"])
+        .command(Command::new("train", "sh").arg("training/train.sh"))
+        .output("model.txt")
+        .output("tmp.txt");
+    let report = traced(&mut repo, stage);
+    assert_eq!(report.undeclared, ["training/extra.cfg"]);
+    assert_eq!(report.unused, ["`training/unused.txt` is declared and was never opened"]);
+}
+
+#[test]
+fn a_fully_declared_stage_reports_nothing() {
+    let mut repo = Repo::new();
+    repo.write("training/train.sh", "cat training/params.txt > out.txt\n");
+    repo.write("training/params.txt", "C=1\n");
+    let stage = Stage::new("train", "")
+        .code("training")
+        .command(Command::new("train", "sh").arg("training/train.sh"))
+        .output("out.txt");
+    let report = traced(&mut repo, stage);
+    assert!(report.undeclared.is_empty(), "{report:?}");
+}

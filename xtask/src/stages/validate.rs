@@ -1,0 +1,50 @@
+//! The model gate, with ONNX Runtime, on the exact model that would ship.
+
+use engine::{Stage, StageContext, StageError};
+use gate::{ValidateOptions, Verdict};
+
+use crate::config::ValidateConfig;
+use crate::paths::{HOLDOUT_DATA, MODEL, VALIDATION_REPORT};
+
+/// Judges the trained model against the `[validate]` thresholds of `slipway.toml`.
+pub fn stage(config: &crate::config::Config) -> Stage {
+    let v = config.validate.clone();
+    let mut stage = engine::stage!("validate", "validate the model with ONNX Runtime")
+        .gate()
+        .uses("train")
+        .code(crate::validate::CODE)
+        .code(crate::ort::CODE)
+        .code(crate::config::CODE)
+        .code(crate::paths::CODE)
+        .crates(&["slipway-gate", "slipway-model"])
+        .env(crate::ort::DYLIB_VAR)
+        .pass_env(&["GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY"])
+        .param("thresholds", serde_json::to_value(&v).expect("thresholds serialize"))
+        .output(VALIDATION_REPORT)
+        .keep_failed_outputs();
+    if let Some(prod) = &v.production_model {
+        stage = stage.files("production-model", &[prod]);
+    }
+    stage.run(move |ctx| action(ctx, &v))
+}
+
+/// The gate on the trained model and the holdout data.
+fn action(ctx: &StageContext, config: &ValidateConfig) -> Result<(), StageError> {
+    let root = ctx.root();
+    let mut opts = ValidateOptions::new(root.join(MODEL), root.join(HOLDOUT_DATA), crate::ort::search(root, ctx.env()));
+    opts.thresholds = config.thresholds();
+    opts.production_model = config.production_model.as_ref().map(|p| root.join(p));
+    let (report, verdict) = gate::validate(&opts);
+    ctx.log_line(&report.summary());
+    crate::validate::write_report(&root.join(VALIDATION_REPORT), &report)?;
+    crate::validate::append_step_summary(ctx.env(), &report.markdown());
+    match verdict {
+        Verdict::Passed => Ok(()),
+        Verdict::Failed => {
+            Err(StageError::rejected(format!("the model failed validation: {}", report.errors.join("; "))))
+        }
+        Verdict::CouldNotRun => {
+            Err(StageError::Failed(anyhow::anyhow!("validation could not run: {}", report.errors.join("; "))))
+        }
+    }
+}
