@@ -64,16 +64,51 @@ fn ci_runs_the_readme_commands_in_order() {
     }
 }
 
+/// The workflow runs the pipeline, and, when production is asked for, a second job behind the
+/// `production` environment's reviewers whose one command is the promotion.
 #[test]
-fn the_workflow_is_one_line_of_slipway() {
+fn the_workflow_is_slipway_and_promotes_behind_an_approval() {
     let wf = fs::read_to_string(root().join(".github/workflows/ci.yml")).unwrap();
     let runs: Vec<&str> =
         wf.lines().map(str::trim).filter(|l| l.starts_with("- run:") || l.starts_with("run:")).collect();
-    assert_eq!(runs, ["- run: cargo xtask ci"]);
+    assert_eq!(runs, ["- run: cargo xtask ci", "- run: cargo xtask promote production --approve"]);
     for trigger in ["push:", "pull_request:", "schedule:", "workflow_dispatch:"] {
         assert!(wf.lines().any(|l| l.trim() == trigger), "the workflow lacks the `{trigger}` trigger");
     }
     assert!(wf.contains("hashFiles('Cargo.lock')"), "the cargo cache must be keyed by Cargo.lock");
+    let promote = &wf[wf.find("\n  promote:").expect("a promote job")..];
+    for line in [
+        "needs: ci",
+        "environment: production",
+        "if: github.event_name == 'workflow_dispatch' && inputs.environment == 'production'",
+    ] {
+        assert!(promote.lines().any(|l| l.trim() == line), "the promote job lacks `{line}`");
+    }
+    assert!(!wf.contains("SLIPWAY_ENVIRONMENT"), "nothing reads SLIPWAY_ENVIRONMENT");
+}
+
+/// The workflow is valid for GitHub, checked against the schema check-jsonschema vendors.
+#[test]
+fn the_workflow_passes_githubs_schema() {
+    let checker = root().join(".slipway/tools/bin/check-jsonschema");
+    assert!(checker.is_file(), "{} is missing: run `cargo xtask ci tools` first", checker.display());
+    let sh = xshell::Shell::new().unwrap();
+    let workflow = root().join(".github/workflows/ci.yml");
+    let out = xshell::cmd!(sh, "{checker} --builtin-schema vendor.github-workflows {workflow}")
+        .ignore_status()
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    // And it does reject a broken workflow, so the pass above means something.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("ci.yml");
+    fs::write(&broken, fs::read_to_string(&workflow).unwrap().replace("runs-on:", "runs_on:")).unwrap();
+    let out = xshell::cmd!(sh, "{checker} --builtin-schema vendor.github-workflows {broken}")
+        .ignore_status()
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a workflow without runs-on passed");
 }
 
 #[test]
