@@ -180,8 +180,9 @@ pub fn stop_cmd(root: &Path, env: &Env, args: &StopArgs) -> Result<u8> {
         (None, false) => anyhow::bail!("say which environment to stop: --env NAME, or --all"),
     };
     for e in envs {
+        // An environment stage that deployed here is fresh only while its release answers, so
+        // the next `ci` deploys again.
         run(d.stop(&e))?;
-        let _ = std::fs::remove_file(root.join(".slipway/deploy").join(&e).join(".slipway-environment"));
         eprintln!("stopped {e}");
     }
     Ok(0)

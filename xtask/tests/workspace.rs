@@ -131,6 +131,17 @@ fn two_clones_sharing_one_binary_each_act_on_their_own_files() {
     assert_eq!(in_b["check-data"]["state"], "fresh", "{:?}", in_b["check-data"]);
     assert_eq!(in_a["pull"]["reasons"], serde_json::json!(["never run here"]), "{:?}", in_a["pull"]);
     assert_eq!(in_a["check-data"]["state"], "stale");
+
+    // A file of the user's in a tracked directory survives `pull` and `ci`, and is reported.
+    b.write("data/my-notes.txt", "mine");
+    let (code, _, err) = b.xtask(&["pull"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: data/my-notes.txt is not tracked by any .dvc file; left in place"), "{err}");
+    let (code, out, err) = b.xtask(&["ci", "check-data"], &env);
+    assert_eq!(code, 0, "ci check-data in B:\n{out}\n{err}");
+    assert!(err.contains("pull ran"), "what data/ holds changed, so pull ran again:\n{err}");
+    assert_eq!(fs::read_to_string(b.root().join("data/my-notes.txt")).unwrap(), "mine");
+    assert!(!b.root().join(".slipway/lost+found").exists(), "nothing of the user's was moved");
 }
 
 /// Every stage that runs commands, except `test`: tracing it runs this whole suite inside

@@ -201,7 +201,7 @@ impl Job {
 }
 
 fn log_path(ws: &Workspace, stage: &str) -> std::path::PathBuf {
-    ws.state_path(&format!("logs/{stage}.log"))
+    ws.state_path(crate::workspace::LOGS_DIR).join(format!("{stage}.log"))
 }
 
 /// Plans, restores or runs one stage; returns its outcome and outputs digest.

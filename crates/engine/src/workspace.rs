@@ -15,6 +15,9 @@ use crate::store::{LocalStore, StepStore};
 /// The directory under the root that holds Slipway's state; it belongs in `.gitignore`.
 pub const STATE_DIR: &str = ".slipway";
 
+/// Where, under [`STATE_DIR`], each stage's log is kept (`STAGE.log`).
+pub const LOGS_DIR: &str = "logs";
+
 /// A probe's command and the environment it ran in.
 type Probed = (Vec<String>, BTreeMap<String, String>);
 

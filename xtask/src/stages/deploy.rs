@@ -52,7 +52,7 @@ fn serves_this_model(root: &std::path::Path, port: Option<u16>) -> Result<(), St
 
 fn action(ctx: &StageContext) -> Result<(), StageError> {
     let root = ctx.root().to_path_buf();
-    let path = root.join(".slipway/logs").join(format!("deploy-{ENV}.log"));
+    let path = root.join(engine::STATE_DIR).join(engine::LOGS_DIR).join(format!("deploy-{ENV}.log"));
     let log: Box<dyn Fn(&str) + Send + Sync> = Box::new(move |line: &str| {
         let _ =
             std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| writeln!(f, "{line}"));
