@@ -393,7 +393,8 @@ impl World {
             }
             Mutation::EarlyCutoff => {
                 let f = self.pick_file(Some("a"));
-                append(&f, &format!("plain {}\n", self.rng.u32(..)));
+                // A line of its own even if a byte edit took the file's last newline.
+                append(&f, &format!("\nplain {}\n", self.rng.u32(..)));
             }
             Mutation::IgnoredFile => {
                 // Ignored by the ignore file while it says so, else by Slipway's own list.
