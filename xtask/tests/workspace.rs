@@ -151,6 +151,13 @@ const TRACED: &[&str] = &["tools", "deps", "lint", "train", "build"];
 
 #[test]
 fn tracing_the_pipeline_finds_only_the_planted_read() {
+    // Under `ci --trace-inputs` tracing the `test` stage, strace cannot trace from here (a
+    // traced process cannot trace its children); the outer trace is doing this test's job.
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if status.lines().any(|l| l.strip_prefix("TracerPid:").is_some_and(|pid| pid.trim() != "0")) {
+        eprintln!("running under a tracer: this trace is covered by the outer one");
+        return;
+    }
     let clone = Clone::new();
     // The training code reads one file it has no business reading.
     let script = fs::read_to_string(clone.root().join("training/train.py")).unwrap();
