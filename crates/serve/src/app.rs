@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Semaphore;
 
+use crate::limits::Limits;
 use crate::load::Loaded;
 use crate::metrics::Metrics;
 
@@ -30,16 +31,26 @@ struct Shared {
     /// One permit per ONNX Runtime session: a request waits here, on the async side, rather
     /// than parking a blocking-pool thread on a busy session.
     permits: Arc<Semaphore>,
+    /// The `/predict` requests taken at once (reading their body, waiting, predicting).
+    admission: Arc<Semaphore>,
+    limits: Limits,
 }
 
 impl App {
-    /// A loading server whose predictions run `sessions` at a time.
-    pub fn new(sessions: usize) -> App {
+    /// A loading server whose predictions run `sessions` at a time, within `limits`.
+    pub fn new(sessions: usize, limits: Limits) -> App {
         App(Arc::new(Shared {
             readiness: RwLock::new(Readiness::Loading),
             metrics: Metrics::default(),
             permits: Arc::new(Semaphore::new(sessions.max(1))),
+            admission: Arc::new(Semaphore::new(limits.max_predict_requests.max(1))),
+            limits,
         }))
+    }
+
+    /// The limits the server enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.0.limits
     }
 
     /// Where the server is now.
@@ -75,5 +86,9 @@ impl App {
 
     pub(crate) fn permits(&self) -> Arc<Semaphore> {
         self.0.permits.clone()
+    }
+
+    pub(crate) fn admission(&self) -> Arc<Semaphore> {
+        self.0.admission.clone()
     }
 }

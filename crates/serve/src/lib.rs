@@ -5,6 +5,8 @@
 //! the model then loads in the background while `/healthz` already answers ([`Server::run`]).
 
 mod app;
+mod conn;
+mod limits;
 mod load;
 mod metrics;
 mod predict;
@@ -19,12 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use app::{App, Readiness};
+pub use limits::{Limits, chunks};
 pub use load::{LoadError, Loaded};
-
-/// Requests larger than this are refused with 413: a batch of 1,024 ordinary texts fits easily.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// The most texts one `/predict` request may carry (413 beyond).
-pub const MAX_TEXTS: usize = 1024;
 /// How long a shutdown waits for in-flight requests by default.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,13 +41,23 @@ pub struct Config {
     pub runtime: model::RuntimeSearch,
     /// How long a shutdown waits for in-flight requests before giving up on them.
     pub drain_timeout: Duration,
+    /// What requests may make the server do.
+    pub limits: Limits,
 }
 
 impl Config {
     /// A config with the defaults for everything but the model and the address.
     pub fn new(model: PathBuf, listen: SocketAddr, runtime: model::RuntimeSearch) -> Config {
         let sessions = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Config { model, listen, sessions, model_version: None, runtime, drain_timeout: DRAIN_TIMEOUT }
+        Config {
+            model,
+            listen,
+            sessions,
+            model_version: None,
+            runtime,
+            drain_timeout: DRAIN_TIMEOUT,
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -98,7 +106,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-        Ok(Server { listener, app: App::new(config.sessions), config })
+        Ok(Server { listener, app: App::new(config.sessions, config.limits.clone()), config })
     }
 
     /// The address actually bound (the real port when 0 was asked for).
@@ -134,30 +142,8 @@ impl Server {
     /// Serves without loading anything until `shutdown` resolves, then stops accepting and
     /// waits up to the drain timeout for in-flight requests.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        use axum::serve::ListenerExt;
-        let (draining_tx, draining_rx) = oneshot::channel();
-        let signal = async move {
-            shutdown.await;
-            let _ = draining_tx.send(());
-        };
-        // Small JSON answers are written whole; Nagle would only delay them.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, routes::router(self.app.clone())).with_graceful_shutdown(signal);
-        let drain = self.config.drain_timeout;
-        let give_up = async move {
-            match draining_rx.await {
-                Ok(()) => tokio::time::sleep(drain).await,
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            served = server.into_future() => served.map_err(ServeError::Io),
-            () = give_up => {
-                eprintln!("slipway-serve: in-flight requests still running after {drain:?}; stopping anyway");
-                Ok(())
-            }
-        }
+        let router = routes::router(self.app.clone());
+        conn::serve(self.listener, router, &self.config.limits, shutdown, self.config.drain_timeout).await;
+        Ok(())
     }
 }

@@ -18,7 +18,11 @@ ONNX Runtime is loaded from ORT_DYLIB_PATH (the libonnxruntime.so file), else fr
 onnxruntime package of the virtualenv named by SLIPWAY_PYTHON_ENV.
 
 Endpoints: POST /predict, GET /healthz (200 once listening), GET /readyz (200 once the model
-is loaded, 503 before or if loading failed), GET /metrics (Prometheus).";
+is loaded, 503 before or if loading failed), GET /metrics (Prometheus).
+
+Limits: a body of at most 1 MiB and 1,024 texts (413), each text within --max-text-chars (413),
+headers within 5 s (the connection is closed) and the body within 10 s (408); /predict requests
+beyond --max-requests are shed with 503 and Retry-After, while /healthz and /metrics answer.";
 
 /// Serve an ONNX text classifier over HTTP.
 #[derive(Parser)]
@@ -27,9 +31,18 @@ struct Cli {
     /// The ONNX model to serve.
     #[arg(long, env = "SLIPWAY_MODEL", default_value = "/model/model.onnx")]
     model: PathBuf,
-    /// The address to listen on.
-    #[arg(long, env = "SLIPWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    /// The address to listen on: loopback unless told otherwise (the image listens on 0.0.0.0).
+    #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// The longest text /predict accepts, in characters (413 beyond).
+    #[arg(long, env = "SLIPWAY_MAX_TEXT_CHARS", default_value_t = serve::Limits::default().max_text_chars as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_text_chars: u32,
+    /// /predict requests taken at once; more are shed with 503 and Retry-After.
+    #[arg(long, env = "SLIPWAY_MAX_REQUESTS", default_value_t = serve::Limits::default().max_predict_requests as u32, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_requests: u32,
+    /// Connections served at once; more are closed at once.
+    #[arg(long, env = "SLIPWAY_MAX_CONNECTIONS", default_value_t = serve::Limits::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_connections: u32,
     /// ONNX Runtime sessions, i.e. predictions run at once [default: the number of CPUs].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     sessions: Option<u32>,
@@ -50,6 +63,9 @@ impl Cli {
             config.sessions = n as usize;
         }
         config.model_version = self.model_version.filter(|v| !v.is_empty());
+        config.limits.max_text_chars = self.max_text_chars as usize;
+        config.limits.max_predict_requests = self.max_requests as usize;
+        config.limits.max_connections = self.max_connections as usize;
         config
     }
 }

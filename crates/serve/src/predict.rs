@@ -1,5 +1,5 @@
 //! `/predict`: the request forms, their validation into JSON errors with the right status, and
-//! the prediction itself, run on tokio's blocking pool.
+//! the prediction itself, run on tokio's blocking pool in calls of bounded work.
 
 use std::sync::Arc;
 
@@ -11,11 +11,8 @@ use serde::Deserialize;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::app::App;
+use crate::limits::{Limits, RETRY_AFTER_SECONDS, chunks};
 use crate::load::Loaded;
-use crate::{MAX_BODY_BYTES, MAX_TEXTS};
-
-/// Rows per ONNX Runtime call.
-const PREDICT_CHUNK: usize = 256;
 
 const FORMS: &str = r#"expected a JSON object {"text": "..."} or {"texts": ["...", ...]}"#;
 
@@ -34,7 +31,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json(self.status, &serde_json::json!({ "error": self.message }))
+        let mut response = json(self.status, &serde_json::json!({ "error": self.message }));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+        }
+        response
     }
 }
 
@@ -67,8 +68,8 @@ pub(crate) struct Batch {
 }
 
 impl PredictRequest {
-    /// Parses and checks a body, with the error a client should see.
-    pub(crate) fn parse(body: &[u8]) -> Result<PredictRequest, ApiError> {
+    /// Parses and checks a body against `limits`, with the error a client should see.
+    pub(crate) fn parse(body: &[u8], limits: &Limits) -> Result<PredictRequest, ApiError> {
         let neither = || ApiError::new(StatusCode::BAD_REQUEST, FORMS);
         // Through an object first: serde would otherwise take `["a"]` for `{"text": "a"}`.
         let object: serde_json::Map<String, serde_json::Value> =
@@ -77,40 +78,71 @@ impl PredictRequest {
                 _ => ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
             })?;
         let request = PredictRequest::deserialize(serde_json::Value::Object(object)).map_err(|_| neither())?;
-        if let PredictRequest::Batch(Batch { texts }) = &request {
-            if texts.is_empty() {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "`texts` is empty; send at least one text"));
-            }
-            if texts.len() > MAX_TEXTS {
-                let msg = format!("{} texts in one request; the limit is {MAX_TEXTS}", texts.len());
-                return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg));
-            }
+        let texts = match &request {
+            PredictRequest::Single(Single { text }) => std::slice::from_ref(text),
+            PredictRequest::Batch(Batch { texts }) => texts.as_slice(),
+        };
+        if texts.is_empty() {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "`texts` is empty; send at least one text"));
+        }
+        if texts.len() > limits.max_rows {
+            let msg = format!("{} texts in one request; the limit is {}", texts.len(), limits.max_rows);
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg));
+        }
+        if let Some((i, n)) =
+            texts.iter().map(|t| t.chars().count()).enumerate().find(|(_, n)| *n > limits.max_text_chars)
+        {
+            let msg = format!(
+                "text {i} is {n} characters long; the limit is {} (the server's --max-text-chars)",
+                limits.max_text_chars
+            );
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg));
         }
         Ok(request)
     }
 }
 
-/// The body extractor: JSON content type, at most [`MAX_BODY_BYTES`], one of the two forms.
-impl<S: Send + Sync> FromRequest<S> for PredictRequest {
+/// A request admitted to `/predict`: its slot among the requests the server takes at once is
+/// held until the answer is written.
+pub(crate) struct Admitted {
+    request: PredictRequest,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The body extractor: a slot (503 with `Retry-After` when every slot is taken, before a byte
+/// of the body is read), a JSON content type, the body within the size limit and the time
+/// limit (408), then one of the two forms within the limits.
+impl FromRequest<App> for Admitted {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, app: &App) -> Result<Self, Self::Rejection> {
+        let slot = app.admission().try_acquire_owned().map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy; retry after the Retry-After seconds")
+        })?;
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "send the body as Content-Type: application/json",
             ));
         }
-        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
-            let status = rejection.status();
-            match status {
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::new(status, format!("the body is over the limit of {MAX_BODY_BYTES} bytes"))
+        let limits = app.limits();
+        let read = tokio::time::timeout(limits.body_timeout, Bytes::from_request(req, app));
+        let body = read
+            .await
+            .map_err(|_| {
+                let msg = format!("the body did not arrive within {:?}", limits.body_timeout);
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, msg)
+            })?
+            .map_err(|rejection| {
+                let status = rejection.status();
+                match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        ApiError::new(status, format!("the body is over the limit of {} bytes", limits.max_body_bytes))
+                    }
+                    _ => ApiError::new(status, format!("cannot read the body: {}", rejection.body_text())),
                 }
-                _ => ApiError::new(status, format!("cannot read the body: {}", rejection.body_text())),
-            }
-        })?;
-        PredictRequest::parse(&body)
+            })?;
+        Ok(Admitted { request: PredictRequest::parse(&body, limits)?, _slot: slot })
     }
 }
 
@@ -143,7 +175,8 @@ impl Serialize for RowAnswer {
 }
 
 /// `POST /predict`.
-pub(crate) async fn handler(State(app): State<App>, request: PredictRequest) -> Result<Response, ApiError> {
+pub(crate) async fn handler(State(app): State<App>, admitted: Admitted) -> Result<Response, ApiError> {
+    let request = admitted.request;
     let loaded = app.loaded().ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is not loaded yet; poll /readyz until it answers 200")
     })?;
@@ -166,24 +199,31 @@ pub(crate) async fn handler(State(app): State<App>, request: PredictRequest) -> 
     })
 }
 
-/// Runs the model on the blocking pool, at most one prediction per session at a time.
+/// Runs the model on the blocking pool, at most one prediction per session at a time, in calls
+/// whose padded size stays within the budget; answers come back in the request's order.
 async fn predict(app: &App, loaded: Arc<Loaded>, texts: Vec<String>) -> Result<Vec<RowAnswer>, ApiError> {
     let failed = |message: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message);
     let permit = app.permits().acquire_owned().await.map_err(|e| failed(e.to_string()))?;
+    let limits = app.limits().clone();
     let rows = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let mut rows = Vec::with_capacity(texts.len());
-        // TF-IDF in ONNX is dense (rows × vocabulary): chunks keep a 1,024-text request's
-        // memory to a quarter, as the gate does when it judges the model.
-        for chunk in texts.chunks(PREDICT_CHUNK) {
-            let prediction = loaded.model().predict(model::Batch::Texts(chunk))?;
-            rows.extend(answers(&loaded, prediction));
+        let lengths: Vec<usize> = texts.iter().map(|t| t.chars().count()).collect();
+        let mut rows: Vec<Option<RowAnswer>> = (0..texts.len()).map(|_| None).collect();
+        for chunk in chunks(&lengths, limits.chunk_budget, limits.chunk_rows) {
+            let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
+            let prediction = loaded.model().predict(model::Batch::Texts(&batch))?;
+            for (i, answer) in chunk.into_iter().zip(answers(&loaded, prediction)) {
+                rows[i] = Some(answer);
+            }
         }
         Ok::<_, model::ModelError>(rows)
     })
     .await
-    .map_err(|_| failed("the prediction panicked".to_string()))?;
-    rows.map_err(|e| failed(e.to_string()))
+    .map_err(|_| failed("the prediction panicked".to_string()))?
+    .map_err(|e| failed(e.to_string()))?;
+    rows.into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| failed("the model answered fewer rows than it was given".to_string()))
 }
 
 fn answers(loaded: &Loaded, prediction: model::Prediction) -> Vec<RowAnswer> {
@@ -201,7 +241,7 @@ mod tests {
 
     /// Parses `body` and prints the outcome: the request, or the status and message.
     fn check(body: &str, expect: &str) {
-        let got = match PredictRequest::parse(body.as_bytes()) {
+        let got = match PredictRequest::parse(body.as_bytes(), &Limits::default()) {
             Ok(request) => format!("{request:?}"),
             Err(e) => format!("{} {}", e.status.as_u16(), e.message),
         };
@@ -234,11 +274,25 @@ mod tests {
 
     #[test]
     fn batch_size_limits() {
+        let max = Limits::default().max_rows;
         check(r#"{"texts": []}"#, "400 `texts` is empty; send at least one text");
-        let over = serde_json::json!({ "texts": vec!["x"; MAX_TEXTS + 1] }).to_string();
+        let over = serde_json::json!({ "texts": vec!["x"; max + 1] }).to_string();
         check(&over, "413 1025 texts in one request; the limit is 1024");
-        let at = serde_json::json!({ "texts": vec!["x"; MAX_TEXTS] }).to_string();
-        assert!(PredictRequest::parse(at.as_bytes()).is_ok());
+        let at = serde_json::json!({ "texts": vec!["x"; max] }).to_string();
+        assert!(PredictRequest::parse(at.as_bytes(), &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn a_text_over_the_length_cap_is_refused_whatever_the_form() {
+        let cap = Limits::default().max_text_chars;
+        let long = "é".repeat(cap + 1);
+        let expect =
+            format!("413 text 0 is {} characters long; the limit is {cap} (the server's --max-text-chars)", cap + 1);
+        check(&serde_json::json!({ "text": long }).to_string(), &expect);
+        let batch = serde_json::json!({ "texts": ["short", long] }).to_string();
+        check(&batch, &expect.replace("text 0", "text 1"));
+        let at = serde_json::json!({ "text": "é".repeat(cap) }).to_string();
+        assert!(PredictRequest::parse(at.as_bytes(), &Limits::default()).is_ok(), "characters, not bytes");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub(crate) fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(crate::MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(app.limits().max_body_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), track))
         .with_state(app)
 }

@@ -63,7 +63,7 @@ fn single_and_batch_predictions_equal_the_models() {
 #[test]
 fn a_batch_of_the_maximum_size_is_served() {
     let server = TestServer::ready(fixture::config(fixture::text_model()));
-    let texts: Vec<String> = (0..serve::MAX_TEXTS).map(|i| fixture::texts()[i % 6].clone()).collect();
+    let texts: Vec<String> = (0..serve::Limits::default().max_rows).map(|i| fixture::texts()[i % 6].clone()).collect();
     let reply = post_json(&server.url("/predict"), &json!({ "texts": texts }));
     assert_eq!(reply.status, 200);
     // The server predicts in chunks; the labels are those of one whole-batch call.
@@ -132,9 +132,9 @@ fn bad_requests_get_json_errors() {
     check(&server, json, br#"{"texts": []}"#, 400, "`texts` is empty");
     check(&server, "text/plain", br#"{"text": "good"}"#, 415, "Content-Type: application/json");
     check(&server, "application/x-www-form-urlencoded", b"text=good", 415, "Content-Type: application/json");
-    let too_many = json!({ "texts": vec!["good"; serve::MAX_TEXTS + 1] }).to_string();
+    let too_many = json!({ "texts": vec!["good"; serve::Limits::default().max_rows + 1] }).to_string();
     check(&server, json, too_many.as_bytes(), 413, "1025 texts in one request; the limit is 1024");
-    let too_big = json!({ "text": "a".repeat(serve::MAX_BODY_BYTES) }).to_string();
+    let too_big = json!({ "text": "a".repeat(serve::Limits::default().max_body_bytes) }).to_string();
     check(&server, json, too_big.as_bytes(), 413, "over the limit of 1048576 bytes");
     server.stop().unwrap();
 }

@@ -50,6 +50,18 @@ pub fn text_model() -> &'static Path {
     })
 }
 
+/// A text model of the shipped model's size (20,000 TF-IDF features with bigrams).
+pub fn large_text_model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let model = fixture_dir().join("text-large.onnx");
+        let (python, script) = (train_env().join("bin/python"), root().join("training/build_test_models.py"));
+        let sh = xshell::Shell::new().unwrap();
+        cmd!(sh, "{python} {script} --kind text-large --out {model}").quiet().run().unwrap();
+        model
+    })
+}
+
 /// The text model with its `classes` metadata removed.
 pub fn unlabelled_model() -> &'static Path {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
@@ -248,4 +260,49 @@ pub fn default_version(path: &Path) -> String {
 /// directory that clones share may have been compiled in another clone.
 fn manifest_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
+}
+
+/// The real binary, started with the training environment as its ONNX Runtime source.
+pub struct Binary {
+    pub child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Binary {
+    #[allow(clippy::disallowed_methods, reason = "the test must keep the child to signal it and read its stderr live")]
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Binary {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_slipway-serve"));
+        for name in ["ORT_DYLIB_PATH", "SLIPWAY_MODEL", "SLIPWAY_LISTEN", "SLIPWAY_MODEL_VERSION"] {
+            command.env_remove(name);
+        }
+        command.args(args).envs(envs.iter().copied()).env("SLIPWAY_PYTHON_ENV", train_env());
+        let mut child = command.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let (tx, stderr) = std::sync::mpsc::channel();
+        let pipe = std::io::BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(pipe).map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Binary { child, stderr }
+    }
+
+    /// The next stderr line, within 30 s.
+    pub fn line(&self) -> String {
+        self.stderr.recv_timeout(Duration::from_secs(30)).expect("a line on stderr within 30 s")
+    }
+
+    /// Waits for the exit (within 30 s) and returns its code and the rest of stderr.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "slipway-serve did not exit within 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let rest: Vec<String> = self.stderr.iter().collect();
+        (status.code(), rest.join("\n"))
+    }
 }

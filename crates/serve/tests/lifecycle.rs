@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::fixture::{self, TestServer, get, post_json};
+use crate::fixture::{self, Binary, TestServer, get, post_json};
 
 #[test]
 fn readyz_is_503_until_the_model_is_loaded() {
@@ -79,51 +79,6 @@ fn shutdown_gives_up_on_a_stuck_request_after_the_drain_timeout() {
     server.join().unwrap();
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(10), "{took:?}");
-}
-
-/// The real binary, started with the training environment as its ONNX Runtime source.
-struct Binary {
-    child: std::process::Child,
-    stderr: std::sync::mpsc::Receiver<String>,
-}
-
-impl Binary {
-    #[allow(clippy::disallowed_methods, reason = "the test must keep the child to signal it and read its stderr live")]
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> Binary {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_slipway-serve"));
-        for name in ["ORT_DYLIB_PATH", "SLIPWAY_MODEL", "SLIPWAY_LISTEN", "SLIPWAY_MODEL_VERSION"] {
-            command.env_remove(name);
-        }
-        command.args(args).envs(envs.iter().copied()).env("SLIPWAY_PYTHON_ENV", fixture::train_env());
-        let mut child = command.stderr(std::process::Stdio::piped()).spawn().unwrap();
-        let (tx, stderr) = std::sync::mpsc::channel();
-        let pipe = std::io::BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in std::io::BufRead::lines(pipe).map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Binary { child, stderr }
-    }
-
-    /// The next stderr line, within 30 s.
-    fn line(&self) -> String {
-        self.stderr.recv_timeout(Duration::from_secs(30)).expect("a line on stderr within 30 s")
-    }
-
-    /// Waits for the exit (within 30 s) and returns its code and the rest of stderr.
-    fn wait(mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "slipway-serve did not exit within 30 s");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let rest: Vec<String> = self.stderr.iter().collect();
-        (status.code(), rest.join("\n"))
-    }
 }
 
 #[test]
