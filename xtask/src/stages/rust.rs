@@ -9,8 +9,11 @@ const RUST_SOURCES: &[&str] =
     &["Cargo.toml", "Cargo.lock", ".cargo", "clippy.toml", "rustfmt.toml", "rust-toolchain.toml", "xtask", "crates"];
 
 /// The rest of the repository the tests read: docs and CI files the tidy tests hold to the
-/// code, the data pointer, the settings, the tool lists, the image's recipe.
+/// code, the data pointer and DVC's settings, the settings, the tool lists, the image's recipe.
+/// Some tests copy every tracked file into scratch clones, so every tracked file is here
+/// (`ci --trace-inputs` found `.dvc/` missing).
 const REPO_FILES: &[&str] = &[
+    ".dvc",
     "README.md",
     "ARCHITECTURE.md",
     ".ci",
