@@ -48,6 +48,11 @@ pub fn restore_outputs(
 ) -> Result<Vec<String>> {
     let staging = scratch_dir(ws, "restore")?;
     for entry in recorded {
+        // Checked by the runner already; a path outside the outputs is never written here.
+        let inside = declared.iter().any(|d| crate::walk::is_within(&entry.path, d));
+        if !crate::record::is_plain_relative(&entry.path) || !inside {
+            bail!("refusing to restore `{}`: not inside the stage's outputs", entry.path.escape_debug());
+        }
         let dest = staging.path().join(&entry.path);
         fs::create_dir_all(dest.parent().expect("an output path has a parent"))?;
         fetch(ws.store(), entry, &dest).with_context(|| format!("cannot restore `{}`", entry.path))?;

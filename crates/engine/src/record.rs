@@ -43,6 +43,38 @@ impl StageRecord {
     pub fn is_current(&self) -> bool {
         self.schema == RECORD_SCHEMA
     }
+
+    /// Checks a record read from a store before any of its paths is used: every output is a
+    /// plain relative path (no `..`, `.`, empty or absolute part) inside one of the paths the
+    /// stage declares it owns, and every updated path inside one it updates. A record on a
+    /// shared remote is not trusted: a path outside the outputs would let it replace any file
+    /// on every machine that restores it.
+    pub fn check_paths(&self, outputs: &[String], updates: &[String]) -> Result<(), String> {
+        let check = |entries: &[FileEntry], declared: &[String], what: &str| {
+            for e in entries {
+                if !is_plain_relative(&e.path) {
+                    return Err(format!("{what} path `{}` is not a plain relative path", e.path.escape_debug()));
+                }
+                if !declared.iter().any(|d| crate::walk::is_within(&e.path, d)) {
+                    return Err(format!(
+                        "{what} path `{}` is outside the stage's declared {what}s",
+                        e.path.escape_debug()
+                    ));
+                }
+            }
+            Ok(())
+        };
+        check(&self.outputs, outputs, "output")?;
+        check(&self.updates, updates, "updated")
+    }
+}
+
+/// Whether `path` is relative and made only of normal parts: no `..`, `.`, empty or root part,
+/// no backslash or NUL.
+pub fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains(['\\', '\0'])
+        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 /// The digest of a stage's result: its owned outputs and what it left in the paths it updates.
@@ -61,6 +93,31 @@ mod tests {
     use super::*;
     use crate::input::InputValue;
     use crate::tree::EntryKind;
+
+    #[test]
+    fn paths_from_a_store_are_checked() {
+        let entry =
+            |path: &str| FileEntry { path: path.into(), kind: EntryKind::File, size: 0, digest: Digest::of(b"") };
+        let record = |paths: &[&str]| StageRecord {
+            schema: RECORD_SCHEMA.into(),
+            stage: "s".into(),
+            fingerprint: Digest::of(b""),
+            inputs: vec![],
+            outputs: paths.iter().map(|p| entry(p)).collect(),
+            updates: vec![],
+            outputs_digest: Digest::of(b""),
+            duration_ms: 0,
+            finished_at: 0,
+        };
+        let declared = ["models".to_string(), "reports/r.json".to_string()];
+        let check = |paths: &[&str]| record(paths).check_paths(&declared, &[]);
+        assert_eq!(check(&["models/m.onnx", "reports/r.json"]), Ok(()));
+        for bad in ["/etc/passwd", "models/../../x", "models/./m", "models//m", "", "models\\..\\x", "model"] {
+            assert!(check(&[bad]).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(check(&["src/x"]), Err("output path `src/x` is outside the stage's declared outputs".into()));
+        assert_eq!(check(&["../x"]), Err("output path `../x` is not a plain relative path".into()));
+    }
 
     #[test]
     fn record_json_shape() {

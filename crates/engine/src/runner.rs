@@ -241,6 +241,14 @@ fn try_execute(
         && environment_matches(stage, ws, &resolved.fingerprint).is_ok()
         && let Some(record) = ws.store().record(&stage.name, &resolved.fingerprint)?
     {
+        if let Err(why) = record.check_paths(&stage.outputs, &stage.updates) {
+            return Err(StageError::Failed(anyhow::anyhow!(
+                "the step-cache record of stage `{}` ({}) in {} is refused: {why}; remove it from the step cache",
+                stage.name,
+                resolved.fingerprint.short(),
+                ws.store().describe()
+            )));
+        }
         match reuse(stage, ws, &record, reporter) {
             Ok(Some(outcome)) => {
                 ws.set_last_record(&record)?;

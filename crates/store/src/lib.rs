@@ -20,5 +20,5 @@ pub use config::{REMOTE_ENV, REMOTE_SECRETS, RemoteSpec, ResolvedRemote, Source,
 pub use error::StoreError;
 pub use md5::Md5;
 pub use remote::{DirRemote, Remote};
-pub use step_cache::{RemoteStepStore, TieredStore};
+pub use step_cache::{RemoteStepStore, STEP_CACHE_PREFIX, TieredStore};
 pub use transfer::{PullSummary, PushSummary, Store, find_pointers};

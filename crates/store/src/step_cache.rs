@@ -115,6 +115,17 @@ impl StepStore for TieredStore {
         }
         let record = self.remote.record(stage, fingerprint)?;
         if let Some(record) = &record {
+            // Never adopt a record whose paths could point anywhere (the runner then checks
+            // them against the stage's declared outputs too).
+            if let Some(bad) =
+                record.outputs.iter().chain(&record.updates).find(|e| !engine::is_plain_relative(&e.path))
+            {
+                anyhow::bail!(
+                    "the step-cache record of stage `{stage}` on {} is refused: path `{}` is not a plain relative path",
+                    self.remote.describe(),
+                    bad.path.escape_debug()
+                );
+            }
             // Objects first, so the local record never points at objects it lacks.
             for out in &record.outputs {
                 if !self.local.contains(&out.digest)? {
