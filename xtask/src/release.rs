@@ -49,6 +49,7 @@ pub fn candidate(root: &Path, env: &Env, git_sha: &str) -> Result<Candidate> {
     Ok(Candidate {
         files,
         image_digest: image.as_ref().and_then(|i| i["manifest_digest"].as_str().map(str::to_string)),
+        image_config: image.as_ref().and_then(|i| i["config_digest"].as_str().map(str::to_string)),
         tags: image.as_ref().and_then(|i| serde_json::from_value(i["tags"].clone()).ok()).unwrap_or_default(),
         config_digest: blake3::hash(&config_json).to_hex().to_string(),
         git_sha: git_sha.to_string(),

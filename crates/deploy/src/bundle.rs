@@ -27,8 +27,9 @@ impl Blobs {
         Blobs { remote, local }
     }
 
+    /// The remote key of a file; the digest must have been checked ([`check`]).
     fn key(digest: &str) -> String {
-        format!("{BLOBS_PREFIX}/{}/{digest}", &digest[..2])
+        format!("{BLOBS_PREFIX}/{}/{digest}", digest.get(..2).unwrap_or("xx"))
     }
 
     /// Stores `files` (name → path); returns name → BLAKE3.
@@ -37,6 +38,7 @@ impl Blobs {
         for (name, path) in files {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             let digest = blake3::hash(&bytes).to_hex().to_string();
+            check(name, &digest)?;
             let local = self.local.join(&digest);
             if !local.is_file() {
                 engine::write_atomic(&local, &bytes).map_err(anyhow::Error::from)?;
@@ -52,6 +54,9 @@ impl Blobs {
     /// Lays the files out in `dir` (name → content), from the local copy when it holds them and
     /// the remote otherwise; every file is checked against its digest.
     pub async fn materialise(&self, files: &BTreeMap<String, String>, dir: &Path) -> Result<(), DeployError> {
+        for (name, digest) in files {
+            check(name, digest)?;
+        }
         std::fs::create_dir_all(dir).map_err(anyhow::Error::from)?;
         for (name, digest) in files {
             let dest = dir.join(name);
@@ -79,6 +84,23 @@ impl Blobs {
         }
         Ok(())
     }
+}
+
+/// Refuses a release file whose name is not one a release holds or whose digest is not 64 hex
+/// digits: both become paths and keys.
+pub fn check(name: &str, digest: &str) -> Result<(), DeployError> {
+    if !crate::names::RELEASE_FILES.contains(&name) {
+        return Err(anyhow::anyhow!(
+            "`{}` is not a release file (they are {})",
+            name.escape_debug(),
+            crate::names::RELEASE_FILES.join(", ")
+        )
+        .into());
+    }
+    if !crate::names::is_hex64(digest) {
+        return Err(anyhow::anyhow!("the digest of {name}, `{}`, is not 64 hex digits", digest.escape_debug()).into());
+    }
+    Ok(())
 }
 
 /// BLAKE3 of a file, if it can be read.

@@ -39,6 +39,8 @@ pub struct Candidate {
     pub files: Vec<(String, PathBuf)>,
     /// The image's manifest digest, if built.
     pub image_digest: Option<String>,
+    /// The image's config digest (its ID once loaded into Docker), if built.
+    pub image_config: Option<String>,
     /// The image's tags.
     pub tags: Vec<String>,
     /// BLAKE3 of the deploy configuration.
@@ -88,20 +90,30 @@ impl Deployer {
         })
     }
 
-    /// Every event of the ledger (from the local copy when the remote is unreachable).
+    /// Every valid event of the ledger (from the local copy when the remote is unreachable).
     pub async fn events(&self) -> Result<Vec<Event>, DeployError> {
-        Ok(self.ledger().events().await?.0)
+        Ok(self.read_ledger().await?.events)
+    }
+
+    /// Reads the ledger, saying which entries are skipped as corrupt.
+    async fn read_ledger(&self) -> Result<ledger::Read, DeployError> {
+        let read = self.ledger().read().await?;
+        for bad in &read.corrupt {
+            (self.say)(&format!("warning: skipping a ledger entry that cannot be used: {bad}"));
+        }
+        Ok(read)
     }
 
     /// Deploys `candidate` to `env` as a new release (or the existing one with the same files).
     pub async fn deploy(&self, env: &str, candidate: &Candidate) -> Result<Report, DeployError> {
         self.env(env)?;
         let _lock = lock::acquire(&self.remote, env, &self.who).await?;
-        let events = self.ledger().events().await?.0;
+        let events = self.read_ledger().await?.events;
         let files = self.blobs().store(&candidate.files).await?;
         let mut release = Release {
             version: String::new(),
             image_digest: candidate.image_digest.clone(),
+            image_config: candidate.image_config.clone(),
             model_digest: files.get("model.onnx").cloned().unwrap_or_default(),
             serve_digest: files.get("slipway-serve").cloned().unwrap_or_default(),
             config_digest: candidate.config_digest.clone(),
@@ -112,8 +124,12 @@ impl Deployer {
         let known = ledger::releases(&events);
         release.version = match known.iter().find(|r| r.same_artifacts(&release)) {
             Some(same) => same.version.clone(),
-            None => format!("v{}", known.len() + 1),
+            None => {
+                let last = known.iter().filter_map(|r| crate::names::version_number(&r.version)).max().unwrap_or(0);
+                format!("v{}", last + 1)
+            }
         };
+        release.check().map_err(|detail| anyhow::anyhow!("the release to deploy is not valid: {detail}"))?;
         self.put_live(env, release, EventKind::Deploy, None, &events).await
     }
 
@@ -122,7 +138,7 @@ impl Deployer {
         self.env(from)?;
         self.env(to)?;
         let _lock = lock::acquire(&self.remote, to, &self.who).await?;
-        let events = self.ledger().events().await?.0;
+        let events = self.read_ledger().await?.events;
         let release = ledger::live(&events, from).ok_or_else(|| DeployError::NothingLive { env: from.into() })?;
         self.put_live(to, release, EventKind::Promote, Some(approval), &events).await
     }
@@ -141,7 +157,8 @@ impl Deployer {
             }
             other => Some(other?),
         };
-        let (events, offline) = self.ledger().events().await?;
+        let read = self.read_ledger().await?;
+        let (events, offline) = (read.events, read.offline);
         if offline {
             (self.say)(
                 "warning: the ledger is read from the local copy; this rollback is recorded when the remote is back",

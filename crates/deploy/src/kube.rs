@@ -33,7 +33,9 @@ fn one() -> u32 {
     1
 }
 
-/// The manifests of `release` on `env`, as YAML. Deterministic: same input, same bytes.
+/// The manifests of `release` on `env`, as YAML. Deterministic: same input, same bytes. Every
+/// value goes through the YAML serializer, after the release's names and digests were checked,
+/// so no field of a release can add a field to a manifest.
 pub fn render(env: &str, release: &Release, k: &KubeConfig) -> Result<String, DeployError> {
     let digest = release.image_digest.as_deref().ok_or_else(|| {
         anyhow::anyhow!(
@@ -41,81 +43,53 @@ pub fn render(env: &str, release: &Release, k: &KubeConfig) -> Result<String, De
             release.version
         )
     })?;
+    release.check().map_err(|detail| anyhow::anyhow!("release {} cannot be rendered: {detail}", release.version))?;
+    if !crate::names::is_env_name(env) {
+        return Err(anyhow::anyhow!("`{env}` is not a valid environment name for Kubernetes").into());
+    }
     let name = format!("slipway-{env}");
-    let (ns, replicas, repo, version, model) =
-        (&k.namespace, k.replicas, &k.repository, &release.version, &release.model_digest);
-    Ok(format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {ns}
-  labels:
-    app.kubernetes.io/name: {name}
-    app.kubernetes.io/version: "{version}"
-    app.kubernetes.io/managed-by: slipway
-  annotations:
-    slipway.dev/model-digest: "blake3:{model}"
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels:
-      app.kubernetes.io/name: {name}
-  strategy:
-    type: RollingUpdate
-    rollingUpdate:
-      maxUnavailable: 0
-      maxSurge: 1
-  template:
-    metadata:
-      labels:
-        app.kubernetes.io/name: {name}
-        app.kubernetes.io/version: "{version}"
-    spec:
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 10001
-      containers:
-        - name: serve
-          image: {repo}@{digest}
-          ports:
-            - name: http
-              containerPort: 8080
-          env:
-            - name: SLIPWAY_MODEL_VERSION
-              value: "{version}"
-          readinessProbe:
-            httpGet:
-              path: /readyz
-              port: http
-            periodSeconds: 2
-          livenessProbe:
-            httpGet:
-              path: /healthz
-              port: http
-            periodSeconds: 10
-          resources:
-            requests:
-              cpu: 250m
-              memory: 256Mi
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {ns}
-  labels:
-    app.kubernetes.io/name: {name}
-    app.kubernetes.io/managed-by: slipway
-spec:
-  selector:
-    app.kubernetes.io/name: {name}
-  ports:
-    - name: http
-      port: 80
-      targetPort: http
-"#
-    ))
+    let labels = serde_json::json!({ "app.kubernetes.io/name": name });
+    let versioned = serde_json::json!({ "app.kubernetes.io/name": name, "app.kubernetes.io/version": release.version });
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": k.namespace,
+            "labels": { "app.kubernetes.io/name": name, "app.kubernetes.io/version": release.version, "app.kubernetes.io/managed-by": "slipway" },
+            "annotations": { "slipway.dev/model-digest": format!("blake3:{}", release.model_digest) },
+        },
+        "spec": {
+            "replicas": k.replicas,
+            "selector": { "matchLabels": labels },
+            "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
+            "template": {
+                "metadata": { "labels": versioned },
+                "spec": {
+                    "securityContext": { "runAsNonRoot": true, "runAsUser": 10001 },
+                    "containers": [{
+                        "name": "serve",
+                        "image": format!("{}@{digest}", k.repository),
+                        "ports": [{ "name": "http", "containerPort": 8080 }],
+                        "env": [{ "name": "SLIPWAY_MODEL_VERSION", "value": release.version }],
+                        "readinessProbe": { "httpGet": { "path": "/readyz", "port": "http" }, "periodSeconds": 2 },
+                        "livenessProbe": { "httpGet": { "path": "/healthz", "port": "http" }, "periodSeconds": 10 },
+                        "resources": { "requests": { "cpu": "250m", "memory": "256Mi" } },
+                    }],
+                },
+            },
+        },
+    });
+    let service = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name, "namespace": k.namespace, "labels": { "app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "slipway" } },
+        "spec": { "selector": labels, "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] },
+    });
+    let yaml = |v: &serde_json::Value| {
+        serde_norway::to_string(v).map_err(|e| anyhow::anyhow!("cannot write the manifests: {e}"))
+    };
+    Ok(format!("{}---\n{}", yaml(&deployment)?, yaml(&service)?))
 }
 
 fn kubectl_args(k: &KubeConfig) -> Vec<String> {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use store::{Remote, StoreError};
 
 use crate::DeployError;
+use crate::names;
 
 /// Where the ledger lives on a remote. Bump the version when an event's meaning changes.
 pub const LEDGER_PREFIX: &str = "slipway/ledger/v1";
@@ -24,6 +25,10 @@ pub struct Release {
     pub version: String,
     /// The OCI image's manifest digest, when an image was built.
     pub image_digest: Option<String>,
+    /// The image's config digest, which is the image ID `docker load` gives it: the docker
+    /// target runs the image by this, never by a tag that may have moved.
+    #[serde(default)]
+    pub image_config: Option<String>,
     /// BLAKE3 of the model file.
     pub model_digest: String,
     /// BLAKE3 of the server binary.
@@ -39,6 +44,44 @@ pub struct Release {
 }
 
 impl Release {
+    /// Checks every field a release carries into paths, keys, commands or manifests.
+    pub fn check(&self) -> Result<(), String> {
+        let bad = |what: &str, value: &str| Err(format!("{what} `{}` is not valid", value.escape_debug()));
+        if !names::is_version(&self.version) {
+            return bad("version", &self.version);
+        }
+        for (what, digest) in [
+            ("model digest", &self.model_digest),
+            ("server digest", &self.serve_digest),
+            ("config digest", &self.config_digest),
+        ] {
+            if !names::is_hex64(digest) {
+                return bad(what, digest);
+            }
+        }
+        if let Some(d) = self.image_digest.as_deref().filter(|d| !names::is_oci_digest(d)) {
+            return bad("image digest", d);
+        }
+        if let Some(d) = self.image_config.as_deref().filter(|d| !names::is_oci_digest(d)) {
+            return bad("image config digest", d);
+        }
+        if !names::is_git_sha(&self.git_sha) {
+            return bad("git commit", &self.git_sha);
+        }
+        if let Some(t) = self.tags.iter().find(|t| !names::is_tag(t)) {
+            return bad("image tag", t);
+        }
+        for (name, digest) in &self.files {
+            if !names::RELEASE_FILES.contains(&name.as_str()) {
+                return bad("release file name", name);
+            }
+            if !names::is_hex64(digest) {
+                return bad(&format!("digest of {name}"), digest);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `other` is the same artifacts (versions aside).
     pub fn same_artifacts(&self, other: &Release) -> bool {
         (&self.image_digest, &self.model_digest, &self.serve_digest, &self.config_digest, &self.files)
@@ -94,6 +137,7 @@ pub struct SmokeCheck {
 
 /// One ledger entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Event {
     /// [`EVENT_SCHEMA`].
     pub schema: String,
@@ -119,6 +163,49 @@ pub struct Event {
     pub smoke: Vec<SmokeCheck>,
 }
 
+impl Event {
+    /// Checks an event read from a remote or the mirror before any of it is used.
+    pub fn check(&self) -> Result<(), String> {
+        if self.schema != EVENT_SCHEMA {
+            return Err(format!("unknown schema `{}`", self.schema.escape_debug()));
+        }
+        if self.seq == 0 {
+            return Err("seq is 0; the ledger counts from 1".into());
+        }
+        if !names::is_env_name(&self.env) {
+            return Err(format!("environment `{}` is not valid", self.env.escape_debug()));
+        }
+        self.release.check()?;
+        if let Some(p) = self.previous.as_deref().filter(|p| !names::is_version(p)) {
+            return Err(format!("previous version `{}` is not valid", p.escape_debug()));
+        }
+        let approval = self.approval.iter().flat_map(|a| [&a.by, &a.how]);
+        if let Some(t) = std::iter::once(&self.who).chain(approval).find(|t| !names::is_text(t, 256)) {
+            return Err(format!("name `{}` is not valid text", t.escape_debug()));
+        }
+        if self.smoke.len() > 1000
+            || self.smoke.iter().any(|c| !names::is_text(&c.name, 4096) || !names::is_text(&c.detail, 16384))
+        {
+            return Err("the smoke checks are too many or not valid text".into());
+        }
+        Ok(())
+    }
+}
+
+/// What reading the ledger found.
+#[derive(Clone, Debug, Default)]
+pub struct Read {
+    /// The valid events, in order.
+    pub events: Vec<Event>,
+    /// The remote could not be reached: the events come from the local mirror.
+    pub offline: bool,
+    /// Entries that could not be used, each with why. They are never rewritten; they are
+    /// skipped, so one bad entry does not block a rollback to a good release.
+    pub corrupt: Vec<String>,
+    /// The highest entry number on the remote, corrupt ones included: the next is one more.
+    pub last_seq: u64,
+}
+
 /// The ledger on a remote, with its local mirror.
 pub struct Ledger {
     remote: Arc<dyn Remote>,
@@ -131,51 +218,75 @@ impl Ledger {
         Ledger { remote, mirror }
     }
 
-    /// Every event, in order. Reads the remote and refreshes the mirror; when the remote cannot
-    /// be reached, the mirror is used and `offline` is set.
-    pub async fn events(&self) -> Result<(Vec<Event>, bool), DeployError> {
+    /// Every valid event, in order. Reads the remote and refreshes the mirror; when the remote
+    /// cannot be reached, the mirror is used and `offline` is set.
+    pub async fn read(&self) -> Result<Read, DeployError> {
         match self.remote.list(LEDGER_PREFIX).await {
-            Ok(keys) => Ok((self.sync(keys).await?, false)),
-            Err(StoreError::Unreachable { .. }) => Ok((self.read_mirror()?, true)),
+            Ok(keys) => self.sync(keys).await,
+            Err(StoreError::Unreachable { .. }) => Ok(Read { offline: true, ..self.read_mirror()? }),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn sync(&self, mut keys: Vec<String>) -> Result<Vec<Event>, DeployError> {
-        keys.sort();
+    /// The valid events and whether they come from the mirror only.
+    pub async fn events(&self) -> Result<(Vec<Event>, bool), DeployError> {
+        let read = self.read().await?;
+        Ok((read.events, read.offline))
+    }
+
+    async fn sync(&self, keys: Vec<String>) -> Result<Read, DeployError> {
         std::fs::create_dir_all(&self.mirror).map_err(anyhow::Error::from)?;
+        let mut strays = Vec::new();
+        let mut last_seq = 0;
         for key in keys {
-            let name = key.rsplit('/').next().unwrap_or(&key).to_string();
-            let local = self.mirror.join(&name);
+            // Only `NNNNNNNN.json` names are entries; anything else is reported, never used.
+            let Some(seq) = key.strip_prefix(&format!("{LEDGER_PREFIX}/")).and_then(entry_seq) else {
+                strays.push(format!("{key}: not a ledger entry name"));
+                continue;
+            };
+            last_seq = last_seq.max(seq);
+            let local = self.mirror.join(entry_name(seq));
             if !local.is_file() {
                 let tmp = tempfile::NamedTempFile::new_in(&self.mirror).map_err(anyhow::Error::from)?.into_temp_path();
                 self.remote.get(&key, &tmp, &|_| {}).await?;
-                parse_event(&name, &std::fs::read(&tmp).map_err(anyhow::Error::from)?)?;
                 tmp.persist(&local).map_err(|e| anyhow::anyhow!("cannot mirror {key}: {}", e.error))?;
             }
         }
-        self.read_mirror()
+        let mut read = self.read_mirror()?;
+        read.corrupt.extend(strays);
+        read.last_seq = read.last_seq.max(last_seq);
+        Ok(read)
     }
 
-    fn read_mirror(&self) -> Result<Vec<Event>, DeployError> {
-        let Ok(dir) = std::fs::read_dir(&self.mirror) else { return Ok(Vec::new()) };
-        let mut names: Vec<String> = dir
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".json"))
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|n| parse_event(n, &std::fs::read(self.mirror.join(n)).map_err(anyhow::Error::from)?))
-            .collect()
+    fn read_mirror(&self) -> Result<Read, DeployError> {
+        let mut read = Read::default();
+        let Ok(dir) = std::fs::read_dir(&self.mirror) else { return Ok(read) };
+        let mut entries: Vec<(u64, std::path::PathBuf)> =
+            dir.flatten().filter_map(|e| Some((entry_seq(e.file_name().to_str()?)?, e.path()))).collect();
+        entries.sort();
+        for (seq, path) in entries {
+            read.last_seq = read.last_seq.max(seq);
+            let bytes = std::fs::read(&path).map_err(anyhow::Error::from)?;
+            match parse_event(&entry_name(seq), &bytes).and_then(|e| match e.seq == seq {
+                true => Ok(e),
+                false => Err(corrupt(&entry_name(seq), format!("it says it is entry {}", e.seq))),
+            }) {
+                Ok(event) => read.events.push(event),
+                Err(e) => read.corrupt.push(e.to_string()),
+            }
+        }
+        Ok(read)
     }
 
     /// Keeps an event that could not reach the remote; the next append uploads it first.
     pub fn keep_pending(&self, event: &Event) -> Result<(), DeployError> {
         let dir = self.mirror.join("pending");
-        let name = format!("{}-{}.json", event.at, blake3::hash(event.env.as_bytes()).to_hex().get(..8).unwrap_or("0"));
         let bytes = serde_json::to_vec_pretty(event).map_err(anyhow::Error::from)?;
+        // Ordered by time, then unique by content and the moment it was kept: two events in
+        // one second never share a name.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let id = blake3::hash(&[bytes.as_slice(), &nanos.to_le_bytes()].concat()).to_hex();
+        let name = format!("{:020}-{nanos:039}-{}.json", event.at, &id[..16]);
         engine::write_atomic(&dir.join(name), &bytes).map_err(anyhow::Error::from)?;
         Ok(())
     }
@@ -188,7 +299,11 @@ impl Ledger {
             std::fs::read_dir(&pending_dir).map_or(Vec::new(), |d| d.flatten().map(|e| e.path()).collect());
         pending.sort();
         for path in pending {
-            let kept = parse_event(&path.display().to_string(), &std::fs::read(&path).map_err(anyhow::Error::from)?)?;
+            let mut kept: Event = serde_json::from_slice(&std::fs::read(&path).map_err(anyhow::Error::from)?)
+                .map_err(|e| corrupt(&path.display().to_string(), e.to_string()))?;
+            // Its number is chosen when it reaches the remote.
+            kept.seq = 1;
+            kept.check().map_err(|detail| corrupt(&path.display().to_string(), detail))?;
             self.append_one(kept).await?;
             let _ = std::fs::remove_file(&path);
         }
@@ -196,32 +311,52 @@ impl Ledger {
     }
 
     async fn append_one(&self, mut event: Event) -> Result<Event, DeployError> {
-        loop {
-            let (events, offline) = self.events().await?;
-            if offline {
+        // Bounded: a writer that loses the race this many times in a row gives up.
+        for _ in 0..1000 {
+            let read = self.read().await?;
+            if read.offline {
                 return Err(DeployError::RemoteUnreachable { what: "record the release in the ledger".into() });
             }
-            event.seq = events.last().map_or(1, |e| e.seq + 1);
+            event.seq = read.last_seq.checked_add(1).filter(|s| *s <= MAX_SEQ).ok_or_else(|| {
+                corrupt(&entry_name(read.last_seq), "the ledger is full: its last entry number is the largest".into())
+            })?;
             let bytes = serde_json::to_vec_pretty(&event).map_err(anyhow::Error::from)?;
-            let key = format!("{LEDGER_PREFIX}/{:08}.json", event.seq);
+            let key = format!("{LEDGER_PREFIX}/{}", entry_name(event.seq));
             if self.remote.put_if_absent(&key, bytes.clone()).await? {
-                let local = self.mirror.join(format!("{:08}.json", event.seq));
+                let local = self.mirror.join(entry_name(event.seq));
                 engine::write_atomic(&local, &bytes).map_err(anyhow::Error::from)?;
                 return Ok(event);
             }
         }
+        Err(anyhow::anyhow!("could not append to the ledger: 1,000 concurrent appends won the race").into())
     }
 }
 
-fn parse_event(name: &str, bytes: &[u8]) -> Result<Event, DeployError> {
-    let event: Event = serde_json::from_slice(bytes)
-        .map_err(|e| DeployError::CorruptLedger { entry: name.to_string(), detail: e.to_string() })?;
-    if event.schema != EVENT_SCHEMA {
-        return Err(DeployError::CorruptLedger {
-            entry: name.to_string(),
-            detail: format!("unknown schema `{}`", event.schema),
-        });
-    }
+/// The largest entry number: eight digits.
+const MAX_SEQ: u64 = 99_999_999;
+
+/// `00000042.json` for entry 42.
+fn entry_name(seq: u64) -> String {
+    format!("{seq:08}.json")
+}
+
+/// The number of an entry's file name, if it is one: exactly eight digits and `.json`.
+fn entry_seq(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".json")?;
+    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+        .filter(|n| *n > 0)
+}
+
+fn corrupt(entry: &str, detail: String) -> DeployError {
+    DeployError::CorruptLedger { entry: entry.to_string(), detail }
+}
+
+/// Parses and checks one entry.
+pub fn parse_event(name: &str, bytes: &[u8]) -> Result<Event, DeployError> {
+    let event: Event = serde_json::from_slice(bytes).map_err(|e| corrupt(name, e.to_string()))?;
+    event.check().map_err(|detail| corrupt(name, detail))?;
     Ok(event)
 }
 

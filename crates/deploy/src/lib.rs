@@ -9,6 +9,7 @@ pub mod http;
 pub mod kube;
 pub mod ledger;
 pub mod lock;
+pub mod names;
 pub mod notify;
 pub mod router;
 pub mod smoke;

@@ -171,8 +171,9 @@ pub fn candidate(serve: &Path, router: &Path, model: &Path, sha: &str) -> deploy
             ("model.onnx".into(), model.to_path_buf()),
         ],
         image_digest: None,
+        image_config: None,
         tags: vec![format!("sha-{sha}")],
-        config_digest: "test".into(),
+        config_digest: "c0".repeat(32),
         git_sha: sha.into(),
     }
 }

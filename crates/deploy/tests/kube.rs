@@ -8,9 +8,10 @@ fn release() -> Release {
     Release {
         version: "v7".into(),
         image_digest: Some("sha256:4f0c3d6e8a5b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d".into()),
+        image_config: None,
         model_digest: "c0ffee00".repeat(8),
-        serve_digest: "serve".into(),
-        config_digest: "config".into(),
+        serve_digest: "5e".repeat(32),
+        config_digest: "c0".repeat(32),
         git_sha: "0123456789abcdef0123456789abcdef01234567".into(),
         tags: vec!["0123456".into()],
         files: Default::default(),
@@ -54,4 +55,20 @@ fn a_release_without_an_image_cannot_go_to_kubernetes() {
     r.image_digest = None;
     let err = render("production", &r, &config()).unwrap_err().to_string();
     assert!(err.contains("needs `cargo xtask image --push`"), "{err}");
+}
+
+#[test]
+fn no_field_of_a_release_or_a_config_can_add_a_field_to_the_manifests() {
+    let mut r = release();
+    r.version = "v7\n  kind: Secret".into();
+    let err = render("production", &r, &config()).unwrap_err().to_string();
+    assert!(err.contains("version `v7\\n  kind: Secret` is not valid"), "{err}");
+    // The config is the team's own, but even a newline there stays inside its value.
+    let mut k = config();
+    k.namespace = "ml\n  replicas: 99".into();
+    let yaml = render("production", &release(), &k).unwrap();
+    let deployment: serde_json::Value = serde_norway::from_str(yaml.split("---\n").next().unwrap()).unwrap();
+    assert_eq!(deployment["metadata"]["namespace"], "ml\n  replicas: 99");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert!(render("pro/../duction", &release(), &config()).is_err());
 }
