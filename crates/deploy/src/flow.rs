@@ -225,7 +225,9 @@ impl Deployer {
     async fn switch(&self, env: &str, router: &Router, candidate: Backend) -> Result<Option<Backend>, DeployError> {
         let live_file = target::env_dir(&self.root, env).join("live.json");
         let old: Option<Backend> = std::fs::read(&live_file).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        router.switch(candidate.addr).await.map_err(DeployError::Target)?;
+        if let target::Switched::Undrained(said) = router.switch(candidate.addr).await.map_err(DeployError::Target)? {
+            (self.say)(&format!("warning: {env}: {said}"));
+        }
         engine::write_atomic(&live_file, &serde_json::to_vec_pretty(&candidate).map_err(anyhow::Error::from)?)
             .map_err(anyhow::Error::from)?;
         Ok(old.filter(|o| target::alive(&o.handle)))
@@ -266,11 +268,29 @@ impl Deployer {
     async fn router(&self, env: &str, config: &EnvConfig, bundle: &Path) -> Result<Router, DeployError> {
         let dir = target::env_dir(&self.root, env);
         let file = dir.join("router.json");
-        let known = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice::<Router>(&b).ok());
+        let bytes = std::fs::read(&file).ok();
+        let known = bytes.as_ref().and_then(|b| serde_json::from_slice::<Router>(b).ok());
+        let stale = known.is_none();
         if let Some(router) = known
             && router.answers().await
         {
             return Ok(router);
+        }
+        let old_pid =
+            bytes.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| v["pid"].as_u64());
+        // Only a process that is a router: after a reboot the pid may be anyone's.
+        let is_router = |pid: u64| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(14).any(|w| w == b"slipway-router"))
+        };
+        if stale && let Some(pid) = old_pid.filter(|p| is_router(*p)) {
+            // A router from an older Slipway (no admin token): it holds the port; replace it.
+            (self.say)(&format!("{env}: replacing the router started by an older Slipway (pid {pid})"));
+            let old = target::Backend {
+                version: "router".into(),
+                addr: ([127, 0, 0, 1], config.port).into(),
+                handle: target::Handle::Pid(pid as u32),
+            };
+            target::stop(&old).await.map_err(DeployError::Target)?;
         }
         let router =
             Router::start(&bundle.join("slipway-router"), config.port, &dir).await.map_err(DeployError::Target)?;

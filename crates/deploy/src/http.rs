@@ -32,10 +32,24 @@ impl Reply {
 
 /// Sends `method url` with `body` (JSON when given), waiting at most `timeout`.
 pub async fn send(method: &str, url: &str, body: Option<String>, timeout: Duration) -> Result<Reply> {
+    send_as(method, url, body, None, timeout).await
+}
+
+/// [`send`] with `Authorization: Bearer TOKEN` when a token is given.
+pub async fn send_as(
+    method: &str,
+    url: &str,
+    body: Option<String>,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Reply> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = hyper::Request::builder().method(method).uri(url);
     if body.is_some() {
         req = req.header("content-type", "application/json");
+    }
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
     }
     let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).context("a valid request")?;
     let response = tokio::time::timeout(timeout, client.request(req))

@@ -4,7 +4,15 @@
 //!
 //! It listens on two ports: the environment's public one, and an admin one on 127.0.0.1 with
 //! `GET /backend`, `PUT /backend` (body: `host:port`; answers once the old backend is drained)
-//! and `POST /shutdown`.
+//! and `POST /shutdown`. The admin port answers only requests that carry the environment's
+//! token (`Authorization: Bearer …`, from a 0600 file in its state directory).
+//!
+//! A request counts as in flight only once its whole body has arrived, and stops counting when
+//! it ends however it ends (a drop guard): a client that sends headers and never the body holds
+//! nothing up. Headers must arrive within [`HEADER_TIMEOUT`] and bodies within
+//! [`BODY_TIMEOUT`]; connections are capped at [`MAX_CONNECTIONS`]. A switch whose old backend
+//! still has requests after [`DRAIN_TIMEOUT`] is a completed switch with a warning, never a
+//! half state.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -14,17 +22,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// How long a switch waits for the old backend's requests to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send a request's body (408 beyond).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest body forwarded (413 beyond): above the server's own limit, so its answer shows.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Connections served at once on each port.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// The header a drained-or-not switch answers with.
+pub const DRAINED_HEADER: &str = "x-slipway-drained";
 
 type Body = Full<Bytes>;
 
@@ -46,6 +64,22 @@ impl State {
     }
 }
 
+/// One request counted in flight on a backend until it is dropped, however it ends.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn start(counter: Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The addresses a running router listens on.
 #[derive(Clone, Copy, Debug)]
 pub struct RouterAddrs {
@@ -55,18 +89,38 @@ pub struct RouterAddrs {
     pub admin: SocketAddr,
 }
 
+/// How to run a router.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The public, stable address.
+    pub public: SocketAddr,
+    /// The admin address (loopback).
+    pub admin: SocketAddr,
+    /// The backend to start with.
+    pub backend: Option<String>,
+    /// What the admin API's callers must present.
+    pub token: String,
+    /// How long a switch waits for the old backend; [`DRAIN_TIMEOUT`] by default.
+    pub drain_timeout: Duration,
+}
+
+impl Options {
+    /// Options with the default drain timeout.
+    pub fn new(public: SocketAddr, admin: SocketAddr, backend: Option<String>, token: String) -> Options {
+        Options { public, admin, backend, token, drain_timeout: DRAIN_TIMEOUT }
+    }
+}
+
 /// Binds both ports and serves until `POST /shutdown` on the admin port. `ready` receives the
 /// bound addresses once both listen.
-pub async fn run(
-    public: SocketAddr,
-    admin: SocketAddr,
-    backend: Option<String>,
-    ready: impl FnOnce(RouterAddrs),
-) -> Result<()> {
-    let public_listener = TcpListener::bind(public).await.with_context(|| format!("cannot listen on {public}"))?;
-    let admin_listener = TcpListener::bind(admin).await.with_context(|| format!("cannot listen on {admin}"))?;
+pub async fn run(options: Options, ready: impl FnOnce(RouterAddrs)) -> Result<()> {
+    anyhow::ensure!(options.token.len() >= 16, "the admin token must be at least 16 characters");
+    let public_listener =
+        TcpListener::bind(options.public).await.with_context(|| format!("cannot listen on {}", options.public))?;
+    let admin_listener =
+        TcpListener::bind(options.admin).await.with_context(|| format!("cannot listen on {}", options.admin))?;
     ready(RouterAddrs { public: public_listener.local_addr()?, admin: admin_listener.local_addr()? });
-    let state = Arc::new(State { backend: Mutex::new(backend), ..State::default() });
+    let state = Arc::new(State { backend: Mutex::new(options.backend), ..State::default() });
     let client: Client<HttpConnector, Body> =
         Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -74,7 +128,11 @@ pub async fn run(
         let state = state.clone();
         serve_loop(public_listener, stop_rx.clone(), move |req| proxy(req, state.clone(), client.clone()))
     };
-    let admin = serve_loop(admin_listener, stop_rx, move |req| admin_api(req, state.clone(), stop_tx.clone()));
+    let token: Arc<str> = options.token.into();
+    let drain = options.drain_timeout;
+    let admin = serve_loop(admin_listener, stop_rx, move |req| {
+        admin_api(req, state.clone(), stop_tx.clone(), token.clone(), drain)
+    });
     let (a, b) = tokio::join!(proxy, admin);
     a.and(b)
 }
@@ -84,39 +142,73 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
 {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, a reset before accept: keep routing.
+                eprintln!("router: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
         let handle = handle.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            hyper::service::service_fn(move |req| {
                 let handle = handle.clone();
                 async move { Ok::<_, Infallible>(handle(req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
         });
     }
 }
 
+/// Reads a request's whole body within the time and size limits.
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Err(_) => Err(text(StatusCode::REQUEST_TIMEOUT, &format!("the body did not arrive within {BODY_TIMEOUT:?}\n"))),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(text(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is over {MAX_BODY_BYTES} bytes\n")))
+        }
+        Ok(Err(e)) => Err(text(StatusCode::BAD_REQUEST, &format!("cannot read the body: {e}\n"))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
 async fn proxy(req: Request<Incoming>, state: Arc<State>, client: Client<HttpConnector, Body>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    // Chosen, and counted, only now that the request is whole.
     let Some((backend, counter)) = state.current() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "no release is deployed to this environment yet\n");
     };
-    counter.fetch_add(1, Ordering::SeqCst);
-    let answer = forward(req, &backend, &client).await;
-    counter.fetch_sub(1, Ordering::SeqCst);
-    answer.unwrap_or_else(|e| text(StatusCode::BAD_GATEWAY, &format!("the backend {backend} failed: {e}\n")))
+    let _in_flight = InFlight::start(counter);
+    forward(parts, body, &backend, &client)
+        .await
+        .unwrap_or_else(|e| text(StatusCode::BAD_GATEWAY, &format!("the backend {backend} failed: {e}\n")))
 }
 
 async fn forward(
-    req: Request<Incoming>,
+    mut parts: hyper::http::request::Parts,
+    body: Bytes,
     backend: &str,
     client: &Client<HttpConnector, Body>,
 ) -> Result<Response<Body>> {
-    let (mut parts, body) = req.into_parts();
-    let body = body.collect().await?.to_bytes();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = format!("http://{backend}{path}").parse()?;
     parts.headers.remove(hyper::header::HOST);
@@ -126,18 +218,28 @@ async fn forward(
     Ok(Response::from_parts(parts, Full::new(body)))
 }
 
-async fn admin_api(req: Request<Incoming>, state: Arc<State>, stop: watch::Sender<bool>) -> Response<Body> {
+async fn admin_api(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+    token: Arc<str>,
+    drain: Duration,
+) -> Response<Body> {
+    if !authorized(&req, &token) {
+        return text(StatusCode::UNAUTHORIZED, "the admin API needs the environment's token (Authorization: Bearer …)");
+    }
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/backend") => {
             let current = state.backend.lock().unwrap_or_else(|e| e.into_inner()).clone();
             text(StatusCode::OK, &current.unwrap_or_default())
         }
         ("PUT", "/backend") => {
-            let Ok(body) = req.into_body().collect().await else {
-                return text(StatusCode::BAD_REQUEST, "unreadable body");
+            let body = match read_body(req.into_body()).await {
+                Ok(body) => body,
+                Err(response) => return response,
             };
-            let new = String::from_utf8_lossy(&body.to_bytes()).trim().to_string();
-            switch(&state, new).await
+            let new = String::from_utf8_lossy(&body).trim().to_string();
+            switch(&state, new, drain).await
         }
         ("POST", "/shutdown") => {
             let _ = stop.send(true);
@@ -147,25 +249,42 @@ async fn admin_api(req: Request<Incoming>, state: Arc<State>, stop: watch::Sende
     }
 }
 
-/// Points new requests at `new`, then waits for the old backend's requests to finish.
-async fn switch(state: &State, new: String) -> Response<Body> {
+/// Whether the request carries `token`, compared in constant time.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let given = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let given = given.strip_prefix("Bearer ").unwrap_or_default().as_bytes();
+    let want = token.as_bytes();
+    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Points new requests at `new`, then waits for the old backend's requests to finish. A drain
+/// that times out still is a switch: the answer says so, with `x-slipway-drained: false`.
+async fn switch(state: &State, new: String, drain: Duration) -> Response<Body> {
     if new.parse::<SocketAddr>().is_err() {
         return text(StatusCode::BAD_REQUEST, "the backend must be host:port, e.g. 127.0.0.1:40123");
     }
     let old = state.backend.lock().unwrap_or_else(|e| e.into_inner()).replace(new.clone());
-    let Some(old) = old.filter(|o| *o != new) else { return text(StatusCode::OK, "switched") };
+    let Some(old) = old.filter(|o| *o != new) else { return drained(true, "switched") };
     let counter = state.counter(&old);
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let deadline = Instant::now() + drain;
     while counter.load(Ordering::SeqCst) > 0 {
         if Instant::now() > deadline {
-            return text(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("switched, but {old} still had requests after {DRAIN_TIMEOUT:?}"),
+            let left = counter.load(Ordering::SeqCst);
+            return drained(
+                false,
+                &format!("switched from {old}; {left} request(s) to it still running after {drain:?}"),
             );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    text(StatusCode::OK, &format!("switched from {old}, drained"))
+    drained(true, &format!("switched from {old}, drained"))
+}
+
+fn drained(done: bool, body: &str) -> Response<Body> {
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut()
+        .insert(DRAINED_HEADER, hyper::header::HeaderValue::from_static(if done { "true" } else { "false" }));
+    r
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {

@@ -83,6 +83,8 @@ fn spawn_local(release: &Release, bundle: &Path, addr: SocketAddr, logs: &Path) 
         .arg(addr.to_string())
         .arg("--model-version")
         .arg(&release.version)
+        // Nothing of this process's environment (credentials, webhook) reaches the server.
+        .env_clear()
         .env("ORT_DYLIB_PATH", bundle.join("libonnxruntime.so"))
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
@@ -177,7 +179,7 @@ pub async fn stop(backend: &Backend) -> Result<()> {
     Ok(())
 }
 
-/// The router of one environment: its process and ports.
+/// The router of one environment: its process, ports and the file that holds its admin token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Router {
     /// Its process.
@@ -186,6 +188,35 @@ pub struct Router {
     pub public: SocketAddr,
     /// The admin address.
     pub admin: SocketAddr,
+    /// The 0600 file with the token its admin API asks for.
+    pub token_file: PathBuf,
+}
+
+/// How a switch went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Switched {
+    /// The old backend answered every request it was given.
+    Drained,
+    /// The switch is made, but the old backend still had requests when the router stopped
+    /// waiting; the router says what.
+    Undrained(String),
+}
+
+/// The token file of an environment's router.
+const TOKEN_FILE: &str = "router.token";
+
+/// Writes a fresh random token, readable only by this user, and returns its path.
+fn new_token_file(dir: &Path) -> Result<PathBuf> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random).context("read /dev/urandom")?;
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(TOKEN_FILE);
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    file.write_all(token.as_bytes())?;
+    Ok(path)
 }
 
 impl Router {
@@ -199,10 +230,15 @@ impl Router {
         std::fs::create_dir_all(dir)?;
         let addr_file = dir.join("router.addr");
         let _ = std::fs::remove_file(&addr_file);
+        let token_file = new_token_file(dir).context("write the router's admin token")?;
         let log = std::fs::File::create(dir.join("router.log"))?;
         let mut child = std::process::Command::new(router_bin)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--admin", "127.0.0.1:0", "--addr-file"])
             .arg(&addr_file)
+            .arg("--token-file")
+            .arg(&token_file)
+            // Nothing of this process's environment (credentials, webhook) reaches the router.
+            .env_clear()
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -212,7 +248,7 @@ impl Router {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some((public, admin)) = std::fs::read_to_string(&addr_file).ok().and_then(|s| parse_addrs(&s)) {
-                return Ok(Router { pid: child.id(), public, admin });
+                return Ok(Router { pid: child.id(), public, admin, token_file });
             }
             if let Some(status) = child.try_wait()? {
                 let log = std::fs::read_to_string(dir.join("router.log")).unwrap_or_default();
@@ -225,31 +261,47 @@ impl Router {
         }
     }
 
-    /// Whether it answers on its admin port.
-    pub async fn answers(&self) -> bool {
-        http::send("GET", &format!("http://{}/backend", self.admin), None, Duration::from_secs(2))
-            .await
-            .is_ok_and(|r| r.status == 200)
+    fn token(&self) -> Result<String> {
+        let token = std::fs::read_to_string(&self.token_file)
+            .with_context(|| format!("cannot read the router's token {}", self.token_file.display()))?;
+        Ok(token.trim().to_string())
     }
 
-    /// Sends new requests to `backend` and returns once the previous backend is drained.
-    pub async fn switch(&self, backend: SocketAddr) -> Result<()> {
-        let r = http::send(
-            "PUT",
-            &format!("http://{}/backend", self.admin),
-            Some(backend.to_string()),
-            Duration::from_secs(60),
-        )
-        .await?;
+    async fn admin(&self, method: &str, path: &str, body: Option<String>, timeout: Duration) -> Result<http::Reply> {
+        let token = self.token()?;
+        http::send_as(method, &format!("http://{}{path}", self.admin), body, Some(&token), timeout).await
+    }
+
+    /// Whether it answers on its admin port (and takes our token).
+    pub async fn answers(&self) -> bool {
+        self.admin("GET", "/backend", None, Duration::from_secs(2)).await.is_ok_and(|r| r.status == 200)
+    }
+
+    /// The backend it sends requests to now, if any.
+    pub async fn backend(&self) -> Result<Option<SocketAddr>> {
+        let r = self.admin("GET", "/backend", None, Duration::from_secs(2)).await?;
+        if r.status != 200 {
+            bail!("the router's admin API answered HTTP {} {}", r.status, r.text());
+        }
+        Ok(r.text().trim().parse().ok())
+    }
+
+    /// Sends new requests to `backend` and returns once the previous backend is drained, or
+    /// once the router stopped waiting for it (the switch is made either way).
+    pub async fn switch(&self, backend: SocketAddr) -> Result<Switched> {
+        let r = self.admin("PUT", "/backend", Some(backend.to_string()), Duration::from_secs(60)).await?;
         if r.status != 200 {
             bail!("the router refused the switch: HTTP {} {}", r.status, r.text());
         }
-        Ok(())
+        Ok(match r.header(crate::router::DRAINED_HEADER).as_deref() {
+            Some("false") => Switched::Undrained(r.text()),
+            _ => Switched::Drained,
+        })
     }
 
     /// Stops it.
     pub async fn shutdown(&self) -> Result<()> {
-        let _ = http::send("POST", &format!("http://{}/shutdown", self.admin), None, Duration::from_secs(5)).await;
+        let _ = self.admin("POST", "/shutdown", None, Duration::from_secs(5)).await;
         Ok(())
     }
 }

@@ -1,38 +1,54 @@
-//! The router switches backends under load without failing a request, and drains the old one.
+//! The router switches backends under load without failing a request, drains the old one, and
+//! keeps its admin API and its in-flight counts to itself: a caller without the token is refused,
+//! and a client that never sends its body holds no switch up.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deploy::http;
 
 use crate::fixture::{Load, echo_backend};
 
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
 async fn router() -> (SocketAddr, SocketAddr) {
+    router_draining(deploy::router::DRAIN_TIMEOUT).await
+}
+
+async fn router_draining(drain: Duration) -> (SocketAddr, SocketAddr) {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(deploy::router::run("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), None, move |a| {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let options =
+        deploy::router::Options { drain_timeout: drain, ..deploy::router::Options::new(any, any, None, TOKEN.into()) };
+    tokio::spawn(deploy::router::run(options, move |a| {
         let _ = tx.send((a.public, a.admin));
     }));
     rx.await.unwrap()
 }
 
+async fn admin(method: &str, url: &str, body: Option<String>) -> http::Reply {
+    http::send_as(method, url, body, Some(TOKEN), Duration::from_secs(60)).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn switching_under_load_fails_no_request_and_drains_the_old_backend() {
-    let (public, admin) = router().await;
+    let (public, port) = router().await;
     let none = http::send("GET", &format!("http://{public}/x"), None, Duration::from_secs(2)).await.unwrap();
     assert_eq!(none.status, 503, "no backend yet");
     let (a, _) = echo_backend("a", Duration::ZERO).await;
     let (b, _) = echo_backend("b", Duration::ZERO).await;
     let (slow, slow_done) = echo_backend("slow", Duration::from_millis(700)).await;
-    let admin_url = format!("http://{admin}/backend");
-    let put = |to: SocketAddr| http::send("PUT", &admin_url, Some(to.to_string()), Duration::from_secs(60));
-    assert_eq!(put(a).await.unwrap().status, 200);
+    let admin_url = format!("http://{port}/backend");
+    let put = |to: SocketAddr| admin("PUT", &admin_url, Some(to.to_string()));
+    assert_eq!(put(a).await.status, 200);
 
     let load = Load::start(format!("http://{public}/x"), 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(put(b).await.unwrap().status, 200);
+    assert_eq!(put(b).await.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(put(a).await.unwrap().status, 200);
+    assert_eq!(put(a).await.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = load.stop().await;
     println!("router switch under load: {} requests, {} failed", stats.ok + stats.failed, stats.failed);
@@ -41,25 +57,89 @@ async fn switching_under_load_fails_no_request_and_drains_the_old_backend() {
     assert!(stats.bodies.contains("a") && stats.bodies.contains("b"), "both backends answered: {stats:?}");
 
     // A request in flight on the old backend finishes before the switch returns.
-    assert_eq!(put(slow).await.unwrap().status, 200);
+    assert_eq!(put(slow).await.status, 200);
     let slow_url = format!("http://{public}/slow");
     let in_flight = tokio::spawn(async move { http::send("GET", &slow_url, None, Duration::from_secs(5)).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let switched = put(b).await.unwrap();
+    let switched = put(b).await;
     assert_eq!(switched.status, 200, "{}", switched.text());
+    assert_eq!(switched.header(deploy::router::DRAINED_HEADER).as_deref(), Some("true"));
     assert!(slow_done.load(Ordering::SeqCst) >= 1, "the switch returned before the old backend drained");
     assert_eq!(in_flight.await.unwrap().unwrap().text(), "slow");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_port_refuses_nonsense() {
-    let (_, admin) = router().await;
-    let bad =
-        http::send("PUT", &format!("http://{admin}/backend"), Some("not an address".into()), Duration::from_secs(2))
-            .await
-            .unwrap();
+    let (_, port) = router().await;
+    let bad = admin("PUT", &format!("http://{port}/backend"), Some("not an address".into())).await;
     assert_eq!(bad.status, 400);
     assert!(bad.text().contains("host:port"));
-    let unknown = http::send("GET", &format!("http://{admin}/nope"), None, Duration::from_secs(2)).await.unwrap();
+    let unknown = admin("GET", &format!("http://{port}/nope"), None).await;
     assert_eq!(unknown.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_refuses_a_caller_without_the_token() {
+    let (_, port) = router().await;
+    let (a, _) = echo_backend("a", Duration::ZERO).await;
+    let url = format!("http://{port}/backend");
+    for token in [None, Some("wrong"), Some("0123456789abcdef0123456789abcdeX")] {
+        let r = http::send_as("PUT", &url, Some(a.to_string()), token, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(r.status, 401, "token {token:?}");
+        let r = http::send_as("POST", &format!("http://{port}/shutdown"), None, token, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "token {token:?}");
+    }
+    assert_eq!(admin("GET", &url, None).await.text(), "", "nothing was switched");
+}
+
+/// A client that sends a request's headers and never its body is not in flight: a switch does
+/// not wait for it, and it is cut off by the body timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_without_its_body_holds_no_switch_up() {
+    let (public, port) = router().await;
+    let (a, _) = echo_backend("a", Duration::ZERO).await;
+    let (b, _) = echo_backend("b", Duration::ZERO).await;
+    let url = format!("http://{port}/backend");
+    admin("PUT", &url, Some(a.to_string())).await;
+    let mut stuck = std::net::TcpStream::connect(public).unwrap();
+    let head = format!("POST /predict HTTP/1.1\r\nHost: {public}\r\nContent-Length: 1000\r\n\r\n");
+    stuck.write_all(head.as_bytes()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let switched = admin("PUT", &url, Some(b.to_string())).await;
+    assert_eq!(switched.header(deploy::router::DRAINED_HEADER).as_deref(), Some("true"), "{}", switched.text());
+    assert!(started.elapsed() < Duration::from_secs(2), "the switch waited {:?}", started.elapsed());
+    let cut_off = tokio::task::spawn_blocking(move || {
+        stuck.set_read_timeout(Some(deploy::router::BODY_TIMEOUT + Duration::from_secs(3))).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stuck, &mut answer).map(|_| answer)
+    });
+    let answer = cut_off.await.unwrap().expect("the router closed the connection");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+/// A switch whose old backend is still busy when the router stops waiting is still a switch:
+/// new requests go to the new backend, and the answer says the drain did not finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drain_that_times_out_completes_the_switch_with_a_warning() {
+    let (public, port) = router_draining(Duration::from_millis(300)).await;
+    let (slow, _) = echo_backend("slow", Duration::from_secs(3)).await;
+    let (b, _) = echo_backend("b", Duration::ZERO).await;
+    let url = format!("http://{port}/backend");
+    admin("PUT", &url, Some(slow.to_string())).await;
+    let long =
+        tokio::spawn(
+            async move { http::send("GET", &format!("http://{public}/x"), None, Duration::from_secs(10)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let switched = admin("PUT", &url, Some(b.to_string())).await;
+    assert_eq!(switched.status, 200);
+    assert_eq!(switched.header(deploy::router::DRAINED_HEADER).as_deref(), Some("false"));
+    assert!(switched.text().contains("1 request(s) to it still running after 300ms"), "{}", switched.text());
+    assert_eq!(admin("GET", &url, None).await.text(), b.to_string(), "the switch is made");
+    let now = http::send("GET", &format!("http://{public}/x"), None, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(now.text(), "b");
+    assert_eq!(long.await.unwrap().unwrap().text(), "slow", "the old request still finished");
 }
