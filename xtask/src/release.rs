@@ -20,7 +20,16 @@ pub fn deployer(root: &Path, env: &Env, say: Box<dyn Fn(&str) + Send + Sync>) ->
     let remote = store::resolve(root, env)?.open()?;
     let who = env.get("GITHUB_ACTOR").or_else(|| env.get("USER")).cloned().unwrap_or_else(|| "unknown".into());
     let webhook = env.get(deploy::notify::WEBHOOK_VAR).filter(|u| !u.is_empty()).cloned();
-    Ok(Deployer { root: root.to_path_buf(), envs: config.environments(), remote: Arc::from(remote), who, webhook, say })
+    Ok(Deployer {
+        root: root.to_path_buf(),
+        envs: config.environments(),
+        remote: Arc::from(remote),
+        who,
+        webhook,
+        say,
+        kill_at: None,
+        term_at: None,
+    })
 }
 
 /// The files of the release the workspace would ship now, built from commit `git_sha`.
@@ -107,7 +116,7 @@ fn finish(report: &Report) -> u8 {
 pub fn deploy_cmd(root: &Path, env: &Env, env_name: &str) -> Result<u8> {
     let d = deployer(root, env, say())?;
     let candidate = candidate(root, env, &git_sha(root))?;
-    let report = run(d.deploy(env_name, &candidate))?;
+    let report = run(d.until_signal(env_name, d.deploy(env_name, &candidate)))?;
     Ok(finish(&report))
 }
 
@@ -115,7 +124,7 @@ pub fn deploy_cmd(root: &Path, env: &Env, env_name: &str) -> Result<u8> {
 pub fn promote_cmd(root: &Path, env: &Env, args: &PromoteArgs) -> Result<u8> {
     let d = deployer(root, env, say())?;
     let approval = approval(&d, args)?;
-    let report = run(d.promote(&args.from, &args.env, approval))?;
+    let report = run(d.until_signal(&args.env, d.promote(&args.from, &args.env, approval)))?;
     Ok(finish(&report))
 }
 
@@ -140,7 +149,7 @@ fn approval(d: &Deployer, args: &PromoteArgs) -> Result<Approval> {
 /// `cargo xtask rollback --version V [--env production]`.
 pub fn rollback_cmd(root: &Path, env: &Env, args: &RollbackArgs) -> Result<u8> {
     let d = deployer(root, env, say())?;
-    let report = run(d.rollback(&args.version, &args.env))?;
+    let report = run(d.until_signal(&args.env, d.rollback(&args.version, &args.env)))?;
     Ok(finish(&report))
 }
 

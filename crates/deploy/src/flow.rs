@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use store::Remote;
 
 use crate::bundle::Blobs;
+use crate::intent::{Intent, Phase, live_backend, set_live};
 use crate::ledger::{self, Approval, Event, EventKind, Ledger, Outcome, Release, SmokeCheck};
 use crate::smoke::{self, SmokeConfig};
 use crate::target::{self, Backend, Router, TargetKind};
@@ -72,6 +73,10 @@ pub struct Deployer {
     pub webhook: Option<String>,
     /// Where progress lines go.
     pub say: Box<dyn Fn(&str) + Send + Sync>,
+    /// For crash tests only: kill this process (SIGKILL) when a deploy reaches this phase.
+    pub kill_at: Option<Phase>,
+    /// For crash tests only: send this process SIGTERM when a deploy reaches this phase.
+    pub term_at: Option<Phase>,
 }
 
 impl Deployer {
@@ -79,11 +84,11 @@ impl Deployer {
         Ledger::new(self.remote.clone(), self.root.join(engine::STATE_DIR).join("ledger"))
     }
 
-    fn blobs(&self) -> Blobs {
+    pub(crate) fn blobs(&self) -> Blobs {
         Blobs::new(self.remote.clone(), self.root.join(engine::STATE_DIR).join("blobs"))
     }
 
-    fn env(&self, name: &str) -> Result<&EnvConfig, DeployError> {
+    pub(crate) fn env(&self, name: &str) -> Result<&EnvConfig, DeployError> {
         self.envs.get(name).ok_or_else(|| DeployError::UnknownEnvironment {
             env: name.into(),
             known: self.envs.keys().cloned().collect(),
@@ -108,6 +113,7 @@ impl Deployer {
     pub async fn deploy(&self, env: &str, candidate: &Candidate) -> Result<Report, DeployError> {
         self.env(env)?;
         let _lock = lock::acquire(&self.remote, env, &self.who).await?;
+        self.reconcile(env).await?;
         let events = self.read_ledger().await?.events;
         let files = self.blobs().store(&candidate.files).await?;
         let mut release = Release {
@@ -138,6 +144,7 @@ impl Deployer {
         self.env(from)?;
         self.env(to)?;
         let _lock = lock::acquire(&self.remote, to, &self.who).await?;
+        self.reconcile(to).await?;
         let events = self.read_ledger().await?.events;
         let release = ledger::live(&events, from).ok_or_else(|| DeployError::NothingLive { env: from.into() })?;
         self.put_live(to, release, EventKind::Promote, Some(approval), &events).await
@@ -157,6 +164,9 @@ impl Deployer {
             }
             other => Some(other?),
         };
+        if _lock.is_some() {
+            self.reconcile(env).await?;
+        }
         let read = self.read_ledger().await?;
         let (events, offline) = (read.events, read.offline);
         if offline {
@@ -185,28 +195,48 @@ impl Deployer {
         self.blobs().materialise(&release.files, &bundle).await?;
         let dir = target::env_dir(&self.root, env);
         let router = self.router(env, &config, &bundle).await?;
+        let mut intent = Intent {
+            kind,
+            release: release.clone(),
+            approval: approval.clone(),
+            previous: previous.clone(),
+            previous_backend: live_backend(&dir),
+            candidate: None,
+            phase: Phase::Starting,
+        };
+        self.checkpoint(env, &mut intent, Phase::Starting)?;
         (self.say)(&format!("{env}: starting {} ({})", release.version, short(&release.model_digest)));
-        let candidate =
-            target::start(config.target, &release, &bundle, &dir.join("logs")).await.map_err(DeployError::Target)?;
+        let started = target::spawn(config.target, &release, &bundle, &dir.join("logs"));
+        let spawned = started.inspect_err(|_| self.finished(env)).map_err(DeployError::Target)?;
+        intent.candidate = Some(spawned.clone());
+        self.checkpoint(env, &mut intent, Phase::Checking)?;
+        let ready = target::ready(spawned, &release.version, &dir.join("logs")).await;
+        let candidate = ready.inspect_err(|_| self.finished(env)).map_err(DeployError::Target)?;
         let checks = smoke::run(&format!("http://{}", candidate.addr), &config.smoke, &release.model_digest).await;
         if !passed(&checks) {
             target::stop(&candidate).await.map_err(DeployError::Target)?;
             let event = self.record(env, &release, kind, Outcome::Rejected, &previous, approval, checks).await?;
+            self.finished(env);
             (self.say)(&format!("{env}: {} failed its smoke tests; {env} is unchanged", release.version));
             return Ok(Report { events: vec![event], exit_code: 1 });
         }
-        let old = self.switch(env, &router, candidate).await?;
+        let old = self.switch(env, &router, candidate, &mut intent).await?;
+        self.checkpoint(env, &mut intent, Phase::Soaking)?;
         let after = smoke::soak(&format!("http://{}", router.public), &config.smoke, &release.model_digest).await;
         if passed(&after) {
             if let Some(old) = old {
                 target::stop(&old).await.map_err(DeployError::Target)?;
             }
+            self.checkpoint(env, &mut intent, Phase::Recording)?;
             let event = self.record(env, &release, kind, Outcome::Live, &previous, approval, after).await?;
+            self.finished(env);
             (self.say)(&format!("{env}: {} is live on {}", release.version, router.public));
             return Ok(Report { events: vec![event], exit_code: 0 });
         }
+        self.checkpoint(env, &mut intent, Phase::RollingBack)?;
         let failed = self.record(env, &release, kind, Outcome::RolledBack, &previous, approval, after).await?;
         let Some(previous_release) = previous.clone() else {
+            self.finished(env);
             (self.say)(&format!(
                 "{env}: {} failed after the switch and there is no previous release to put back",
                 release.version
@@ -218,18 +248,28 @@ impl Deployer {
             release.version, previous_release.version
         ));
         let restored = self.restore(env, &config, &router, previous_release, old).await?;
+        self.finished(env);
         Ok(Report { events: vec![failed, restored], exit_code: 1 })
     }
 
-    /// Switches the router to `candidate`; returns the backend it replaced.
-    async fn switch(&self, env: &str, router: &Router, candidate: Backend) -> Result<Option<Backend>, DeployError> {
-        let live_file = target::env_dir(&self.root, env).join("live.json");
-        let old: Option<Backend> = std::fs::read(&live_file).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    /// Switches the router to `candidate`; returns the backend it replaced. With an intent,
+    /// records right after the switch that it happened.
+    async fn switch(
+        &self,
+        env: &str,
+        router: &Router,
+        candidate: Backend,
+        intent: &mut Intent,
+    ) -> Result<Option<Backend>, DeployError> {
+        let dir = target::env_dir(&self.root, env);
+        let old = live_backend(&dir);
         if let target::Switched::Undrained(said) = router.switch(candidate.addr).await.map_err(DeployError::Target)? {
             (self.say)(&format!("warning: {env}: {said}"));
         }
-        engine::write_atomic(&live_file, &serde_json::to_vec_pretty(&candidate).map_err(anyhow::Error::from)?)
-            .map_err(anyhow::Error::from)?;
+        if intent.phase != Phase::RollingBack {
+            self.checkpoint(env, intent, Phase::Switched)?;
+        }
+        set_live(&dir, &candidate)?;
         Ok(old.filter(|o| target::alive(&o.handle)))
     }
 
@@ -255,7 +295,10 @@ impl Deployer {
                     .map_err(DeployError::Target)?
             }
         };
-        self.switch(env, router, backend).await?;
+        if let target::Switched::Undrained(said) = router.switch(backend.addr).await.map_err(DeployError::Target)? {
+            (self.say)(&format!("warning: {env}: {said}"));
+        }
+        set_live(&target::env_dir(&self.root, env), &backend)?;
         if let Some(failing) = failing {
             target::stop(&failing).await.map_err(DeployError::Target)?;
         }

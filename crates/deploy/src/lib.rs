@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod flow;
 pub mod http;
+pub mod intent;
 pub mod kube;
 pub mod ledger;
 pub mod lock;
@@ -16,6 +17,7 @@ pub mod smoke;
 pub mod target;
 
 pub use flow::{Candidate, Deployer, EnvConfig, Report};
+pub use intent::Phase;
 pub use ledger::{Approval, Event, EventKind, Outcome, Release};
 pub use smoke::{SmokeCase, SmokeConfig};
 pub use target::TargetKind;
@@ -72,6 +74,14 @@ pub enum DeployError {
     /// The target failed (a process, a container, the router).
     #[error("the deploy target failed: {0:#}")]
     Target(anyhow::Error),
+    /// A signal stopped a deploy, which was then put in order.
+    #[error("{signal} stopped the change to {env}; what it left half-done was put in order")]
+    Interrupted {
+        /// The signal.
+        signal: String,
+        /// The environment.
+        env: String,
+    },
     /// The artifact remote failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
@@ -100,6 +110,9 @@ impl DeployError {
                 "check the remote (SLIPWAY_REMOTE / AWS_ENDPOINT_URL) and retry".into()
             }
             DeployError::Store(e) => return e.help(),
+            DeployError::Interrupted { env, .. } => {
+                format!("`cargo xtask releases --env {env}` shows what was recorded")
+            }
             DeployError::Target(_) | DeployError::Other(_) => return None,
         })
     }

@@ -49,6 +49,13 @@ pub enum TargetKind {
 /// Starts a server of `release` (files in `bundle`) on a free loopback port and waits until it
 /// is ready. `logs` is the directory for its output.
 pub async fn start(kind: TargetKind, release: &Release, bundle: &Path, logs: &Path) -> Result<Backend> {
+    let backend = spawn(kind, release, bundle, logs)?;
+    ready(backend, &release.version, logs).await
+}
+
+/// Starts a server of `release` without waiting for it: the handle is known at once, so a
+/// caller can record it before anything can interrupt it.
+pub fn spawn(kind: TargetKind, release: &Release, bundle: &Path, logs: &Path) -> Result<Backend> {
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let handle = match kind {
@@ -56,10 +63,14 @@ pub async fn start(kind: TargetKind, release: &Release, bundle: &Path, logs: &Pa
         TargetKind::Docker => Handle::Container(run_container(release, bundle, port)?),
         TargetKind::Kubernetes => bail!("the kubernetes target does not run local backends"),
     };
-    let backend = Backend { version: release.version.clone(), addr, handle };
+    Ok(Backend { version: release.version.clone(), addr, handle })
+}
+
+/// Waits until `backend` is ready; stops it if it does not become so.
+pub async fn ready(backend: Backend, version: &str, logs: &Path) -> Result<Backend> {
     if let Err(e) = wait_ready(&backend).await {
         let _ = stop(&backend).await;
-        return Err(e.context(format!("{} did not become ready; its log is in {}", release.version, logs.display())));
+        return Err(e.context(format!("{version} did not become ready; its log is in {}", logs.display())));
     }
     Ok(backend)
 }

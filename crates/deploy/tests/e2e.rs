@@ -76,6 +76,8 @@ impl World {
             who: "tester".into(),
             webhook: self.webhook.clone(),
             say: Box::new(move |l| said.lock().unwrap().push(l.to_string())),
+            kill_at: None,
+            term_at: None,
         }
     }
 

@@ -62,8 +62,9 @@ fn action(ctx: &StageContext) -> Result<(), StageError> {
     let candidate = crate::release::candidate(&root, ctx.env(), sha)
         .map_err(|e| StageError::Failed(e.context("assemble the release")))?;
     let handle = tokio::runtime::Handle::current();
-    let report =
-        handle.block_on(d.deploy(ENV, &candidate)).map_err(|e| StageError::Failed(crate::release::with_help(e)))?;
+    let report = handle
+        .block_on(d.until_signal(ENV, d.deploy(ENV, &candidate)))
+        .map_err(|e| StageError::Failed(crate::release::with_help(e)))?;
     for e in &report.events {
         ctx.log_line(&format!("{:?} of {} on {}: {:?}", e.kind, e.release.version, e.env, e.outcome));
         for c in &e.smoke {
