@@ -112,7 +112,7 @@ impl Deployer {
     /// Deploys `candidate` to `env` as a new release (or the existing one with the same files).
     pub async fn deploy(&self, env: &str, candidate: &Candidate) -> Result<Report, DeployError> {
         self.env(env)?;
-        let _lock = lock::acquire(&self.remote, env, &self.who).await?;
+        let lock = lock::acquire(&self.remote, env, &self.who).await?;
         self.reconcile(env).await?;
         let events = self.read_ledger().await?.events;
         let files = self.blobs().store(&candidate.files).await?;
@@ -136,18 +136,18 @@ impl Deployer {
             }
         };
         release.check().map_err(|detail| anyhow::anyhow!("the release to deploy is not valid: {detail}"))?;
-        self.put_live(env, release, EventKind::Deploy, None, &events).await
+        self.put_live(env, release, EventKind::Deploy, None, &events, Some(&lock)).await
     }
 
     /// Moves the release live on `from` to `to`, exactly as it is.
     pub async fn promote(&self, from: &str, to: &str, approval: Approval) -> Result<Report, DeployError> {
         self.env(from)?;
         self.env(to)?;
-        let _lock = lock::acquire(&self.remote, to, &self.who).await?;
+        let lock = lock::acquire(&self.remote, to, &self.who).await?;
         self.reconcile(to).await?;
         let events = self.read_ledger().await?.events;
         let release = ledger::live(&events, from).ok_or_else(|| DeployError::NothingLive { env: from.into() })?;
-        self.put_live(to, release, EventKind::Promote, Some(approval), &events).await
+        self.put_live(to, release, EventKind::Promote, Some(approval), &events, Some(&lock)).await
     }
 
     /// Puts the recorded release `spec` back on `env`. Works from the local copies of the ledger
@@ -155,7 +155,7 @@ impl Deployer {
     pub async fn rollback(&self, spec: &str, env: &str) -> Result<Report, DeployError> {
         self.env(env)?;
         // Held to the end of the rollback; without the remote there is no lock to take.
-        let _lock = match lock::acquire(&self.remote, env, &self.who).await {
+        let lock = match lock::acquire(&self.remote, env, &self.who).await {
             Err(DeployError::Store(store::StoreError::Unreachable { .. })) => {
                 (self.say)(
                     "warning: the remote is unreachable: rolling back from the local copies, without the deploy lock",
@@ -164,7 +164,7 @@ impl Deployer {
             }
             other => Some(other?),
         };
-        if _lock.is_some() {
+        if lock.is_some() {
             self.reconcile(env).await?;
         }
         let read = self.read_ledger().await?;
@@ -175,7 +175,7 @@ impl Deployer {
             );
         }
         let release = ledger::find(&events, spec)?;
-        self.put_live(env, release, EventKind::Rollback, None, &events).await
+        self.put_live(env, release, EventKind::Rollback, None, &events, lock.as_ref()).await
     }
 
     async fn put_live(
@@ -185,7 +185,9 @@ impl Deployer {
         kind: EventKind,
         approval: Option<Approval>,
         events: &[Event],
+        lock: Option<&lock::EnvLock>,
     ) -> Result<Report, DeployError> {
+        let held = || lock.map_or(Ok(()), lock::EnvLock::ensure_held);
         let config = self.env(env)?.clone();
         if config.target == TargetKind::Kubernetes {
             return crate::kube::put_live(self, env, &config, release, kind, approval, events).await;
@@ -220,6 +222,7 @@ impl Deployer {
             (self.say)(&format!("{env}: {} failed its smoke tests; {env} is unchanged", release.version));
             return Ok(Report { events: vec![event], exit_code: 1 });
         }
+        held()?;
         let old = self.switch(env, &router, candidate, &mut intent).await?;
         self.checkpoint(env, &mut intent, Phase::Soaking)?;
         let after = smoke::soak(&format!("http://{}", router.public), &config.smoke, &release.model_digest).await;
@@ -228,6 +231,7 @@ impl Deployer {
                 target::stop(&old).await.map_err(DeployError::Target)?;
             }
             self.checkpoint(env, &mut intent, Phase::Recording)?;
+            held()?;
             let event = self.record(env, &release, kind, Outcome::Live, &previous, approval, after).await?;
             self.finished(env);
             (self.say)(&format!("{env}: {} is live on {}", release.version, router.public));

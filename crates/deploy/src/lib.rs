@@ -74,6 +74,12 @@ pub enum DeployError {
     /// The target failed (a process, a container, the router).
     #[error("the deploy target failed: {0:#}")]
     Target(anyhow::Error),
+    /// Another deploy took the lock over while this one ran (it looked dead to the other).
+    #[error("another deploy took over the lock of {env} while this one ran; this one stopped")]
+    LockLost {
+        /// The environment.
+        env: String,
+    },
     /// A signal stopped a deploy, which was then put in order.
     #[error("{signal} stopped the change to {env}; what it left half-done was put in order")]
     Interrupted {
@@ -100,9 +106,10 @@ impl DeployError {
                     .into()
             }
             DeployError::NothingLive { env } => format!("run `cargo xtask deploy {env}` first"),
-            DeployError::Locked { .. } => {
-                "wait for it to finish; a lock older than 15 minutes is treated as left by a crash and broken".into()
-            }
+            DeployError::Locked { .. } => format!(
+                "wait for it to finish; a lock whose holder shows no sign of life for {} minutes is taken over",
+                crate::lock::STALE_AFTER.as_secs() / 60
+            ),
             DeployError::CorruptLedger { entry, .. } => format!(
                 "restore {entry} from .slipway/ledger on a machine that has a good copy; the ledger is never rewritten by Slipway"
             ),
@@ -110,6 +117,10 @@ impl DeployError {
                 "check the remote (SLIPWAY_REMOTE / AWS_ENDPOINT_URL) and retry".into()
             }
             DeployError::Store(e) => return e.help(),
+            DeployError::LockLost { env } => format!(
+                "see `cargo xtask releases --env {env}`; a deploy that stalls for {} minutes loses its lock",
+                crate::lock::STALE_AFTER.as_secs() / 60
+            ),
             DeployError::Interrupted { env, .. } => {
                 format!("`cargo xtask releases --env {env}` shows what was recorded")
             }

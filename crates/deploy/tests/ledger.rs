@@ -1,9 +1,8 @@
-//! The ledger and the deploy lock on a directory remote.
+//! The ledger on a directory remote.
 
 use std::sync::Arc;
 
 use deploy::ledger::{self, EVENT_SCHEMA, Event, EventKind, Ledger, Outcome, Release};
-use deploy::{DeployError, lock};
 use store::{DirRemote, Remote};
 
 fn release(version: &str, sha: &str) -> Release {
@@ -130,16 +129,4 @@ async fn events_kept_offline_in_one_second_are_all_kept() {
     ledger.append(event("staging", release("v4", "dddd4444"))).await.unwrap();
     let versions: Vec<String> = ledger.events().await.unwrap().0.into_iter().map(|e| e.release.version).collect();
     assert_eq!(versions, ["v1", "v2", "v3", "v4"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_second_deploy_to_the_same_environment_is_refused_while_the_first_runs() {
-    let (_dir, remote, _) = setup();
-    let first = lock::acquire(&remote, "production", "alice").await.unwrap();
-    let second = lock::acquire(&remote, "production", "bob").await;
-    let Err(DeployError::Locked { by, .. }) = &second else { panic!("{:?}", second.err()) };
-    assert_eq!(by, "alice");
-    assert!(lock::acquire(&remote, "staging", "bob").await.is_ok(), "other environments are free");
-    drop(first);
-    assert!(lock::acquire(&remote, "production", "bob").await.is_ok(), "released on drop");
 }

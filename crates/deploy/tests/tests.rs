@@ -6,4 +6,5 @@ mod e2e;
 mod fixture;
 mod kube;
 mod ledger;
+mod lock;
 mod router;

@@ -37,6 +37,9 @@ pub trait Remote: Send + Sync {
 
     /// Removes `key`; removing a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// When `key` was last written, by the remote's own clock; `None` if it does not exist.
+    async fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>, StoreError>;
 }
 
 /// A remote in a local directory, in the same layout as DVC's local remotes.
@@ -121,6 +124,14 @@ impl Remote for DirRemote {
         match fs::remove_file(self.path(key)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(anyhow::anyhow!("cannot delete {key}: {e}").into()),
             _ => Ok(()),
+        }
+    }
+
+    async fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
+        match fs::metadata(self.path(key)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("cannot read {key}: {e}").into()),
+            Ok(meta) => Ok(Some(meta.modified().map_err(anyhow::Error::from)?)),
         }
     }
 }

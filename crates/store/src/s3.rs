@@ -184,4 +184,21 @@ impl Remote for S3Remote {
         deleted.map_err(|e| self.classify(key, e))?;
         Ok(())
     }
+
+    async fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
+        let head = self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send().await;
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => {
+                return match self.classify(key, e) {
+                    StoreError::Missing { .. } => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        let at =
+            head.last_modified().ok_or_else(|| anyhow::anyhow!("{} gave no Last-Modified for {key}", self.describe))?;
+        let secs = u64::try_from(at.secs()).map_err(|_| anyhow::anyhow!("{key} was last modified before 1970"))?;
+        Ok(Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs, at.subsec_nanos())))
+    }
 }
