@@ -165,3 +165,99 @@ fn corrupt_manifest(layout: &Path, tag: &str) {
     entry["size"] = bytes.len().into();
     fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 }
+
+/// A hostile registry on loopback: it asks for Basic credentials, then points blob uploads (or
+/// its token realm) at another host. The other host records every request's headers.
+struct Hostile {
+    registry: std::net::SocketAddr,
+    seen_elsewhere: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Reads one request's head (and drops its body); `None` when the client closed.
+fn read_request(stream: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some(head)
+}
+
+fn serve(listener: std::net::TcpListener, answer: impl Fn(&str) -> String + Send + 'static) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            while let Some(head) = read_request(&mut stream) {
+                let _ = std::io::Write::write_all(&mut stream, answer(&head).as_bytes());
+            }
+        }
+    });
+}
+
+impl Hostile {
+    /// `realm`: point the token realm at the other host instead of uploads.
+    fn start(realm: bool) -> Hostile {
+        let registry = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Another host: Linux answers the whole of 127/8 on loopback.
+        let elsewhere = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let (addr, other) = (registry.local_addr().unwrap(), elsewhere.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        serve(elsewhere, move |head| {
+            record.lock().unwrap().push(head.to_string());
+            "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n".to_string()
+        });
+        serve(registry, move |head| {
+            let authorized = head.to_ascii_lowercase().contains("\r\nauthorization:");
+            let first = head.lines().next().unwrap_or_default().to_string();
+            if !authorized {
+                let challenge = match realm {
+                    true => format!("Bearer realm=\"http://{other}/token\",service=\"registry\""),
+                    false => "Basic realm=\"hostile\"".to_string(),
+                };
+                return format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 0\r\n\r\n"
+                );
+            }
+            if first.starts_with("HEAD ") {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string()
+            } else if first.starts_with("POST ") {
+                format!("HTTP/1.1 202 Accepted\r\nLocation: http://{other}/steal\r\nContent-Length: 0\r\n\r\n")
+            } else {
+                "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n".to_string()
+            }
+        });
+        Hostile { registry: addr, seen_elsewhere: seen }
+    }
+}
+
+#[test]
+fn credentials_go_to_the_registry_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = build(dir.path(), "hostile", b"a model");
+    for realm in [false, true] {
+        let hostile = Hostile::start(realm);
+        let _ = image::push(&built.layout, &format!("http://{}/team/serve:v1", hostile.registry), &creds());
+        let seen = hostile.seen_elsewhere.lock().unwrap().clone();
+        assert!(!seen.is_empty(), "realm {realm}: the other host was never asked, so the test proves nothing");
+        for head in &seen {
+            assert!(
+                !head.to_ascii_lowercase().contains("\r\nauthorization:"),
+                "realm {realm}: credentials went to another host:\n{head}"
+            );
+        }
+    }
+}

@@ -96,11 +96,16 @@ impl Registry {
     /// push); a request still refused after that is an authorization error.
     async fn send(&mut self, make: impl Fn(&Client) -> RequestBuilder) -> Result<Response, PushError> {
         for attempt in 0..3 {
-            let mut request = make(&self.client);
-            if let Some(value) = &self.authorization {
-                request = request.header(AUTHORIZATION, value);
+            let mut request = make(&self.client).build().map_err(|e| self.unreachable(&e))?;
+            // Credentials go to the registry's host only: never to another host that an
+            // upload's Location names (object storage takes presigned URLs, not passwords).
+            if let Some(value) = &self.authorization
+                && self.is_registry(request.url())
+                && let Ok(value) = reqwest::header::HeaderValue::from_str(value)
+            {
+                request.headers_mut().insert(AUTHORIZATION, value);
             }
-            let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+            let response = self.client.execute(request).await.map_err(|e| self.unreachable(&e))?;
             let status = response.status();
             if status == StatusCode::FORBIDDEN || (status == StatusCode::UNAUTHORIZED && attempt == 2) {
                 return Err(self.unauthorized(response).await);
@@ -134,7 +139,12 @@ impl Registry {
         query.extend(scope.map(|s| ("scope", s)));
         query.push(("scope", format!("repository:{}:pull,push", self.repository)));
         let mut request = self.client.get(realm).query(&query);
-        if let Credentials::Basic { user, password } = &self.credentials {
+        // The password goes to the registry's own host, or to another only over https.
+        let realm_url = reqwest::Url::parse(realm).ok();
+        let trusted = realm_url.is_some_and(|u| self.is_registry(&u) || u.scheme() == "https");
+        if let Credentials::Basic { user, password } = &self.credentials
+            && trusted
+        {
             request = request.header(AUTHORIZATION, basic(user, password));
         }
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
@@ -151,6 +161,11 @@ impl Registry {
             message: "the answer holds no token".into(),
         })?;
         Ok(format!("Bearer {token}"))
+    }
+
+    /// Whether `url` is on the registry's host (a token service often has a port of its own).
+    fn is_registry(&self, url: &reqwest::Url) -> bool {
+        reqwest::Url::parse(&self.base).is_ok_and(|base| base.host().is_some() && base.host() == url.host())
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> PushError {
