@@ -82,7 +82,47 @@ impl ValidateConfig {
 pub fn load(root: &Path) -> Result<Config> {
     let path = root.join("slipway.toml");
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Config::default()) };
-    toml::from_str(&text).with_context(|| format!("{} is not valid; see README.md for its sections", path.display()))
+    parse(&text).with_context(|| format!("{} is not valid; see README.md for its sections", path.display()))
+}
+
+/// Parses and checks the text of `slipway.toml`.
+pub fn parse(text: &str) -> Result<Config> {
+    let config: Config = toml::from_str(text)?;
+    config.check().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+impl Config {
+    /// Every number in range and every name usable, so that a typo is an error here and not a
+    /// gate that can never pass, a panic, or an environment directory outside `.slipway/`.
+    fn check(&self) -> Result<(), String> {
+        let share = |what: &str, x: f64| {
+            if (0.0..=1.0).contains(&x) { Ok(()) } else { Err(format!("{what} is {x}; give a number from 0 to 1")) }
+        };
+        let d = &self.data;
+        share("[data] min_class_share", d.min_class_share)?;
+        share("[data] max_duplicate_share", d.max_duplicate_share)?;
+        if let Some(l) = d.labels.iter().find(|l| l.is_empty() || l.len() > 256 || l.chars().any(char::is_control)) {
+            return Err(format!("[data] labels: `{}` is not a usable label", l.escape_debug()));
+        }
+        let v = &self.validate;
+        share("[validate] min_accuracy", v.min_accuracy)?;
+        share("[validate] min_recall", v.min_recall)?;
+        share("[validate] max_accuracy_drop", v.max_accuracy_drop)?;
+        if !(v.max_latency_ms.is_finite() && v.max_latency_ms > 0.0) {
+            return Err(format!("[validate] max_latency_ms is {}; give a positive number", v.max_latency_ms));
+        }
+        let mut ports = std::collections::BTreeMap::new();
+        for (name, env) in &self.environments {
+            env.check(name)?;
+            if env.target != deploy::TargetKind::Kubernetes
+                && let Some(other) = ports.insert(env.port, name)
+            {
+                return Err(format!("environments {other} and {name} both use port {}", env.port));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The `[train]` table of the training parameters, one JSON value per parameter, so that each
@@ -96,4 +136,98 @@ pub fn training_params(root: &Path, file: &str) -> Result<Vec<(String, serde_jso
         .and_then(toml::Value::as_table)
         .with_context(|| format!("{} has no [train] table", path.display()))?;
     train.iter().map(|(k, v)| Ok((k.clone(), serde_json::to_value(v)?))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    /// Each would have been read as given: a soak of -1 s panicked the deploy, a NaN threshold
+    /// made a gate that can never pass, a name like `../x` an environment directory elsewhere.
+    #[test]
+    fn settings_out_of_range_are_errors_that_name_them() {
+        let env = |body: &str| format!("[environments.staging]\ntarget = \"local\"\nport = 18080\n{body}");
+        for (text, named) in [
+            (env("[environments.staging.smoke]\nsoak_seconds = -1.0\n"), "soak_seconds"),
+            (env("[environments.staging.smoke]\nsoak_seconds = inf\n"), "soak_seconds"),
+            (env("[environments.staging.smoke]\nmax_latency_ms = nan\n"), "max_latency_ms"),
+            (env("[environments.staging.smoke]\ncases = []\n"), "cases"),
+            ("[validate]\nmin_accuracy = nan\n".to_string(), "min_accuracy"),
+            ("[data]\nmin_class_share = 1.5\n".to_string(), "min_class_share"),
+            ("[environments.\"../x\"]\ntarget = \"local\"\nport = 1\n".to_string(), "../x"),
+            (env("[environments.other]\ntarget = \"docker\"\nport = 18080\n"), "port 18080"),
+            ("[environments.k]\ntarget = \"kubernetes\"\nport = 0\n".to_string(), "kubernetes"),
+        ] {
+            let err = parse(&text).map(|_| ()).unwrap_err();
+            assert!(format!("{err:#}").contains(named), "{text}: {err:#}");
+        }
+        parse(&env("[environments.staging.smoke]\nsoak_seconds = 0.0\n")).unwrap();
+    }
+}
+
+#[cfg(test)]
+#[path = "../../crates/engine/tests/mutate.rs"]
+mod mutate;
+
+/// Property tests: no `slipway.toml` or `params.toml` panics the reader, and what it accepts
+/// is in range.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SETTINGS: &[&str] = &[
+        "[data]\nlabels = [\"fresh\", \"rotten\"]\nmin_class_share = 0.3\nmax_duplicate_share = 0.0\nmax_leaked_rows = 0\n\
+         [validate]\nmin_accuracy = 0.72\nmin_recall = 0.60\nmax_latency_ms = 50\nmax_accuracy_drop = 0.02\n",
+        "[data]\nlabels = [\"pos\", \"neg\"]\n[validate]\nmin_accuracy = 0.5\nproduction_model = \"m.onnx\"\n\
+         [environments.staging]\ntarget = \"local\"\nport = 18080\n\
+         [environments.staging.smoke]\nmax_latency_ms = 300.0\nsoak_seconds = 1.5\n\
+         [[environments.staging.smoke.cases]]\ntext = \"great\"\nlabel = \"pos\"\n\
+         [environments.prod]\ntarget = \"kubernetes\"\nport = 0\n\
+         [environments.prod.kubernetes]\nnamespace = \"ml\"\nrepository = \"r.example/x\"\nurl = \"https://x\"\n",
+        "[environments.a]\ntarget = \"docker\"\nport = 1\n[environments.b]\ntarget = \"local\"\nport = 2\n",
+    ];
+
+    const PARAMS: &[&str] = &[
+        "[train]\nC = 1.0\nmax_features = 20000\nngram_max = 2\nmin_df = 2\nmax_iter = 1000\nseed = 0\n",
+        "# comment\n[train]\nC = 0.5\nnested = { a = [1, 2] }\nwhen = 2026-12-01T00:00:00Z\n",
+    ];
+
+    #[test]
+    fn every_seed_is_valid() {
+        for seed in SETTINGS {
+            parse(seed).unwrap();
+        }
+    }
+
+    #[test]
+    fn settings_are_refused_or_in_range() {
+        super::mutate::run("xtask: slipway.toml", super::mutate::texts(SETTINGS), |text| {
+            let Ok(config) = parse(&text) else { return Ok(false) };
+            let t = config.validate.thresholds();
+            for x in [t.min_accuracy, t.min_recall, t.max_accuracy_drop, config.data.min_class_share] {
+                prop_assert!((0.0..=1.0).contains(&x));
+            }
+            for (name, env) in config.environments() {
+                prop_assert!(deploy::names::is_env_name(&name), "{name:?}");
+                prop_assert!((0.0..=deploy::smoke::MAX_SOAK_SECONDS).contains(&env.smoke.soak_seconds));
+            }
+            Ok(true)
+        });
+    }
+
+    #[test]
+    fn training_parameters_are_read_or_refused() {
+        super::mutate::run("xtask: params.toml", super::mutate::inputs(PARAMS), |bytes| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("params.toml"), &bytes).unwrap();
+            let Ok(params) = training_params(dir.path(), "params.toml") else { return Ok(false) };
+            // Each parameter is its own stage input: named once each.
+            let mut names: Vec<&String> = params.iter().map(|(k, _)| k).collect();
+            names.dedup();
+            prop_assert_eq!(names.len(), params.len());
+            Ok(true)
+        });
+    }
 }

@@ -32,6 +32,25 @@ pub struct EnvConfig {
     pub kubernetes: Option<crate::kube::KubeConfig>,
 }
 
+impl EnvConfig {
+    /// Checks an environment's settings as read from `slipway.toml`, before any is used.
+    pub fn check(&self, name: &str) -> Result<(), String> {
+        if !crate::names::is_env_name(name) {
+            return Err(format!(
+                "environment `{}`: a name is 1–40 lowercase letters, digits and `-`",
+                name.escape_debug()
+            ));
+        }
+        if self.port == 0 && self.target != TargetKind::Kubernetes {
+            return Err(format!("environment {name}: `port` must be a fixed port, not 0"));
+        }
+        if self.target == TargetKind::Kubernetes && self.kubernetes.is_none() {
+            return Err(format!("environment {name} uses kubernetes but has no [environments.{name}.kubernetes]"));
+        }
+        self.smoke.check().map_err(|e| format!("[environments.{name}.smoke]: {e}"))
+    }
+}
+
 /// The files of a release candidate, as built by the pipeline.
 #[derive(Clone, Debug)]
 pub struct Candidate {

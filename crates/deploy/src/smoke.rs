@@ -43,6 +43,32 @@ impl Default for SmokeConfig {
     }
 }
 
+/// The longest soak a setting may ask for.
+pub const MAX_SOAK_SECONDS: f64 = 3600.0;
+
+impl SmokeConfig {
+    /// Checks settings read from `slipway.toml`: at least one case, at most 1,000, each within
+    /// the server's text limit; a latency bound and a soak that are numbers in range.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cases.is_empty() || self.cases.len() > 1000 {
+            return Err(format!("`cases` holds {} entries; give between 1 and 1000", self.cases.len()));
+        }
+        if let Some(c) = self.cases.iter().find(|c| c.text.chars().count() > 20_000 || c.label.len() > 256) {
+            return Err(format!(
+                "the case for `{}` is too long (texts up to 20000 characters)",
+                c.label.escape_debug()
+            ));
+        }
+        if !(self.max_latency_ms.is_finite() && self.max_latency_ms > 0.0) {
+            return Err(format!("`max_latency_ms` is {}; give a positive number of milliseconds", self.max_latency_ms));
+        }
+        if !(0.0..=MAX_SOAK_SECONDS).contains(&self.soak_seconds) {
+            return Err(format!("`soak_seconds` is {}; give 0 to {MAX_SOAK_SECONDS}", self.soak_seconds));
+        }
+        Ok(())
+    }
+}
+
 /// Runs every check against `base` (e.g. `http://127.0.0.1:18080`); `model_digest` is the
 /// BLAKE3 the server must report.
 pub async fn run(base: &str, config: &SmokeConfig, model_digest: &str) -> Vec<SmokeCheck> {
@@ -86,7 +112,9 @@ pub async fn run(base: &str, config: &SmokeConfig, model_digest: &str) -> Vec<Sm
 
 /// Repeats the checks through the stable port for the soak window; stops at the first failure.
 pub async fn soak(base: &str, config: &SmokeConfig, model_digest: &str) -> Vec<SmokeCheck> {
-    let end = Instant::now() + Duration::from_secs_f64(config.soak_seconds);
+    // Settings are checked when read; a soak out of range here is no soak rather than a panic.
+    let soak = Duration::try_from_secs_f64(config.soak_seconds.min(MAX_SOAK_SECONDS)).unwrap_or_default();
+    let end = Instant::now() + soak;
     loop {
         let checks = run(base, config, model_digest).await;
         if checks.iter().any(|c| !c.passed) || Instant::now() >= end {

@@ -4,6 +4,7 @@
 mod crash;
 mod e2e;
 mod fixture;
+mod fuzz;
 mod kube;
 mod ledger;
 mod lock;

@@ -3,6 +3,7 @@
 mod cache;
 mod crash;
 mod fixture;
+mod fuzz;
 mod inputs;
 mod random;
 mod report;

@@ -3,4 +3,5 @@
 //! Needs the training environment (`cargo xtask deps`); without it the tests fail, they do not skip.
 
 mod fixture;
+mod fuzz;
 mod validate;

@@ -305,3 +305,65 @@ mod tests {
         assert!(!is_json(None));
     }
 }
+
+#[cfg(test)]
+#[path = "../../engine/tests/mutate.rs"]
+mod mutate;
+
+/// Property tests: no body panics the parser, what it accepts is within the limits, and a
+/// batch is always cut into chunks within the work budget.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::limits::chunks;
+
+    const BODIES: &[&str] = &[
+        r#"{"text": "a good film"}"#,
+        r#"{"texts": ["a good film", "dull", "caf\u00e9 \ud83d\ude00", ""]}"#,
+        r#"{"texts": ["x", "y", "z", "w", "v", "u", "t", "s"]}"#,
+    ];
+
+    /// Small limits, so that edits cross them often.
+    fn limits() -> Limits {
+        Limits { max_rows: 6, max_text_chars: 12, ..Limits::default() }
+    }
+
+    #[test]
+    fn a_body_is_refused_with_a_client_error_or_is_within_the_limits() {
+        super::mutate::run("serve: /predict body", super::mutate::inputs(BODIES), |body| {
+            let request = match PredictRequest::parse(&body, &limits()) {
+                Ok(request) => request,
+                Err(e) => {
+                    prop_assert!(e.status.is_client_error() && !e.message.is_empty());
+                    return Ok(false);
+                }
+            };
+            let texts = match &request {
+                PredictRequest::Single(s) => vec![s.text.clone()],
+                PredictRequest::Batch(b) => b.texts.clone(),
+            };
+            prop_assert!(!texts.is_empty() && texts.len() <= limits().max_rows);
+            prop_assert!(texts.iter().all(|t| t.chars().count() <= limits().max_text_chars));
+            Ok(true)
+        });
+    }
+
+    #[test]
+    fn every_row_lands_in_one_chunk_within_the_budget() {
+        let input = (prop::collection::vec(0..5000usize, 0..300), 1..20_000usize, 1..64usize);
+        super::mutate::run("serve: chunks", input, |(lengths, budget, max_rows)| {
+            let cut = chunks(&lengths, budget, max_rows);
+            let mut seen: Vec<usize> = cut.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            prop_assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+            for chunk in &cut {
+                let longest = chunk.iter().map(|&i| lengths[i]).max().unwrap();
+                prop_assert!(!chunk.is_empty() && chunk.len() <= max_rows);
+                prop_assert!(chunk.len() == 1 || chunk.len() * longest <= budget, "{chunk:?} over {budget}");
+            }
+            Ok(true)
+        });
+    }
+}

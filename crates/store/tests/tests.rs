@@ -5,4 +5,5 @@
 mod dvc_compat;
 mod faults;
 mod fixture;
+mod fuzz;
 mod step_cache;
