@@ -216,6 +216,7 @@ impl Deployer {
         self.blobs().materialise(&release.files, &bundle).await?;
         let dir = target::env_dir(&self.root, env);
         let router = self.router(env, &config, &bundle).await?;
+        let addr = target::pick_addr().map_err(DeployError::Target)?;
         let mut intent = Intent {
             kind,
             release: release.clone(),
@@ -223,12 +224,14 @@ impl Deployer {
             previous: previous.clone(),
             previous_backend: live_backend(&dir),
             candidate: None,
+            candidate_addr: Some(addr),
             phase: Phase::Starting,
         };
         self.checkpoint(env, &mut intent, Phase::Starting)?;
         (self.say)(&format!("{env}: starting {} ({})", release.version, short(&release.model_digest)));
-        let started = target::spawn(config.target, &release, &bundle, &dir.join("logs"));
+        let started = target::spawn_at(config.target, &release, &bundle, addr, &dir.join("logs"));
         let spawned = started.inspect_err(|_| self.finished(env)).map_err(DeployError::Target)?;
+        self.started();
         intent.candidate = Some(spawned.clone());
         self.checkpoint(env, &mut intent, Phase::Checking)?;
         let ready = target::ready(spawned, &release.version, &dir.join("logs")).await;

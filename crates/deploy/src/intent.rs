@@ -56,6 +56,10 @@ pub struct Intent {
     pub previous_backend: Option<Backend>,
     /// The candidate's server, once started.
     pub candidate: Option<Backend>,
+    /// Where the candidate's server listens, chosen before it starts: a server started just
+    /// before a kill, and not yet recorded as `candidate`, is found by it.
+    #[serde(default)]
+    pub candidate_addr: Option<std::net::SocketAddr>,
     /// Where the deploy is.
     pub phase: Phase,
 }
@@ -83,18 +87,31 @@ impl Deployer {
         let bytes = serde_json::to_vec_pretty(intent).map_err(anyhow::Error::from)?;
         engine::write_atomic(&target::env_dir(&self.root, env).join(INTENT_FILE), &bytes)
             .map_err(anyhow::Error::from)?;
+        // The starting phase is interrupted once the server is started (see `started`).
+        if phase != Phase::Starting {
+            self.interrupt_at(phase);
+        }
+        Ok(())
+    }
+
+    /// Where the test hooks interrupt the starting phase: the candidate's server is running,
+    /// and only `candidate_addr` records it.
+    pub(crate) fn started(&self) {
+        self.interrupt_at(Phase::Starting);
+    }
+
+    fn interrupt_at(&self, phase: Phase) {
         let signal = match (self.kill_at == Some(phase), self.term_at == Some(phase)) {
             (true, _) => "KILL",
             (_, true) => "TERM",
-            _ => return Ok(()),
+            _ => return,
         };
-        let sh = xshell::Shell::new().map_err(anyhow::Error::from)?;
+        let Ok(sh) = xshell::Shell::new() else { return };
         let pid = std::process::id().to_string();
         let _ = xshell::cmd!(sh, "kill -{signal} {pid}").quiet().run();
         if signal == "KILL" {
             std::thread::sleep(std::time::Duration::from_secs(60));
         }
-        Ok(())
     }
 
     /// Runs `work` (a deploy, promote or rollback of `env`) until it ends or this process gets
@@ -152,6 +169,7 @@ impl Deployer {
             Phase::Recording if candidate_serving => Outcome::Live,
             Phase::Switched | Phase::Soaking | Phase::RollingBack | Phase::Recording => Outcome::RolledBack,
         };
+        let kind = self.env(env).map_or(TargetKind::Local, |e| e.target);
         let mut done = Vec::new();
         match outcome {
             Outcome::Live => {
@@ -171,6 +189,12 @@ impl Deployer {
                 if let Some(c) = intent.candidate.as_ref().filter(|c| target::alive(&c.handle)) {
                     target::stop(c).await.map_err(DeployError::Target)?;
                     done.push(format!("stopped the candidate's server {}", c.addr));
+                } else if intent.candidate.is_none()
+                    && let Some(addr) = intent.candidate_addr
+                    && let Some(c) = target::find_started(kind, &intent.release.version, addr)
+                {
+                    target::stop(&c).await.map_err(DeployError::Target)?;
+                    done.push(format!("stopped the candidate's server {}, started just before the stop", c.addr));
                 }
             }
         }

@@ -56,14 +56,58 @@ pub async fn start(kind: TargetKind, release: &Release, bundle: &Path, logs: &Pa
 /// Starts a server of `release` without waiting for it: the handle is known at once, so a
 /// caller can record it before anything can interrupt it.
 pub fn spawn(kind: TargetKind, release: &Release, bundle: &Path, logs: &Path) -> Result<Backend> {
-    let port = free_port()?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    spawn_at(kind, release, bundle, pick_addr()?, logs)
+}
+
+/// A free loopback address for a new server: chosen, and recorded, before the server starts.
+pub fn pick_addr() -> Result<SocketAddr> {
+    Ok(([127, 0, 0, 1], free_port()?).into())
+}
+
+/// [`spawn`] on an address chosen by [`pick_addr`].
+pub fn spawn_at(kind: TargetKind, release: &Release, bundle: &Path, addr: SocketAddr, logs: &Path) -> Result<Backend> {
     let handle = match kind {
         TargetKind::Local => Handle::Pid(spawn_local(release, bundle, addr, logs)?),
-        TargetKind::Docker => Handle::Container(run_container(release, bundle, port)?),
+        TargetKind::Docker => Handle::Container(run_container(release, bundle, addr.port())?),
         TargetKind::Kubernetes => bail!("the kubernetes target does not run local backends"),
     };
     Ok(Backend { version: release.version.clone(), addr, handle })
+}
+
+/// The server of `version` that a deploy started on `addr` and was killed before it could
+/// record: a `slipway-serve` process listening there, or the container named for it.
+pub fn find_started(kind: TargetKind, version: &str, addr: SocketAddr) -> Option<Backend> {
+    if !addr.ip().is_loopback() || !crate::names::is_version(version) {
+        return None;
+    }
+    let handle = match kind {
+        TargetKind::Local => Handle::Pid(find_process(addr)?),
+        TargetKind::Docker => {
+            let sh = xshell::Shell::new().ok()?;
+            let (name, format) = (container_name(version, addr.port()), "{{.Id}}");
+            let id = cmd!(sh, "docker inspect -f {format} {name}").quiet().ignore_stderr().read().ok()?;
+            Handle::Container(id.trim().to_string())
+        }
+        TargetKind::Kubernetes => return None,
+    };
+    Some(Backend { version: version.to_string(), addr, handle }).filter(|b| alive(&b.handle))
+}
+
+/// The pid of the `slipway-serve` started with `--listen addr`, from `/proc`.
+fn find_process(addr: SocketAddr) -> Option<u32> {
+    let listen = addr.to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let serve = args.first().is_some_and(|a| a.ends_with(b"/slipway-serve"));
+        let here = args.windows(2).any(|w| w[0] == b"--listen" && w[1] == listen.as_bytes());
+        (serve && here).then_some(pid)
+    })
+}
+
+fn container_name(version: &str, port: u16) -> String {
+    format!("slipway-{version}-{port}")
 }
 
 /// Waits until `backend` is ready; stops it if it does not become so.
@@ -115,21 +159,48 @@ pub fn image_ref(release: &Release) -> Result<String> {
 
 fn run_container(release: &Release, bundle: &Path, port: u16) -> Result<String> {
     let sh = xshell::Shell::new()?;
-    let image = image_ref(release)?;
-    if cmd!(sh, "docker image inspect {image}").quiet().ignore_stdout().ignore_stderr().run().is_err() {
-        let tar = bundle.join("image.tar");
-        cmd!(sh, "docker load -q -i {tar}")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .context("load the release image into Docker")?;
-    }
-    let name = format!("slipway-{}-{port}", release.version);
+    let image = container_image(&sh, release, bundle)?;
+    let name = container_name(&release.version, port);
     let publish = format!("127.0.0.1:{port}:8080");
     let id = cmd!(sh, "docker run -d --name {name} -p {publish} {image}")
         .quiet()
         .read()
         .context("start the release container")?;
+    Ok(id.trim().to_string())
+}
+
+/// What `docker run` is given: the image by its content, never by a tag that may have moved
+/// since the release was built (a `docker build -t slipway-serve:v1` by hand, an old load).
+///
+/// Docker's classic store names an image by its config digest, which the release records, so
+/// the image is loaded from the release's own tar unless Docker already holds exactly that
+/// content. Docker's containerd store names images by manifest instead; there the ID is taken
+/// from the image that `docker load` just read from the tar.
+fn container_image(sh: &xshell::Shell, release: &Release, bundle: &Path) -> Result<String> {
+    let known =
+        |image: &str| cmd!(sh, "docker image inspect {image}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    let Some(config) = release.image_config.as_deref() else {
+        // A release recorded before image digests were kept: its tag is all there is.
+        return image_ref(release);
+    };
+    if known(config) {
+        return Ok(config.to_string());
+    }
+    let tar = bundle.join("image.tar");
+    let loaded = cmd!(sh, "docker load -i {tar}").quiet().read().context("load the release image into Docker")?;
+    if known(config) {
+        return Ok(config.to_string());
+    }
+    let reference = loaded
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image ID: ").or_else(|| l.strip_prefix("Loaded image: ")))
+        .map(str::trim)
+        .with_context(|| format!("`docker load -i {}` did not say what it loaded", tar.display()))?;
+    let format = "{{.Id}}";
+    let id = cmd!(sh, "docker image inspect -f {format} {reference}")
+        .quiet()
+        .read()
+        .with_context(|| format!("Docker does not know the image it just loaded ({reference})"))?;
     Ok(id.trim().to_string())
 }
 

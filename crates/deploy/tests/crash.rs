@@ -1,8 +1,8 @@
 //! Crash consistency on the local target with real servers: a deploy killed (SIGKILL) at each
-//! step — before the switch, just after it, during the soak, before the ledger write — is
-//! repaired by the next deploy, which finds the router, `live.json` and the ledger in line and
-//! no server left running but the live one; a deploy stopped by SIGTERM repairs itself and
-//! releases the lock at once.
+//! step — just after starting the candidate, before the switch, just after it, during the soak,
+//! before the ledger write — is repaired by the next deploy, which finds the router,
+//! `live.json` and the ledger in line and no server left running but the live one; a deploy
+//! stopped by SIGTERM repairs itself and releases the lock at once.
 //!
 //! The deploy that dies is this test binary itself, run again with `SLIPWAY_DEPLOY_CHILD` set so
 //! that it runs only [`child_deploy_entry_point`].
@@ -64,20 +64,27 @@ fn child_deploy_entry_point() {
     let Some(json) = std::env::var_os("SLIPWAY_DEPLOY_CHILD") else { return };
     let plan: Plan = serde_json::from_str(json.to_str().unwrap()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stopped = plan.kill_at.is_some() || plan.term_at.is_some();
     match runtime.block_on(deploy(&plan)) {
         Err(deploy::DeployError::Interrupted { .. }) => std::process::exit(3),
+        Ok(report) if !stopped => std::process::exit(report.exit_code.into()),
         other => panic!("the child deploy was to be stopped, and ended with {:?}", other.map(|r| r.exit_code)),
     }
+}
+
+fn run_child(plan: &Plan) -> std::process::ExitStatus {
+    run_child_with(plan, &[])
 }
 
 #[allow(
     clippy::disallowed_methods,
     reason = "the test waits for the child's death by signal, which xshell does not report"
 )]
-fn run_child(plan: &Plan) -> std::process::ExitStatus {
+fn run_child_with(plan: &Plan, env: &[(&str, &str)]) -> std::process::ExitStatus {
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new(exe)
         .args(["--exact", "crash::child_deploy_entry_point", "--nocapture", "--test-threads", "1"])
+        .envs(env.iter().copied())
         .env("SLIPWAY_DEPLOY_CHILD", serde_json::to_string(plan).unwrap())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -158,6 +165,8 @@ async fn a_deploy_killed_at_any_step_is_repaired_by_the_next() {
     let models = models();
     // The outcome the repair must record for the killed deploy of v2, and what was live before v3.
     let cases = [
+        // Killed with the candidate's server just started, before its pid was recorded.
+        (Phase::Starting, Outcome::Rejected, "v1"),
         (Phase::Checking, Outcome::Rejected, "v1"),
         (Phase::Switched, Outcome::RolledBack, "v1"),
         (Phase::Soaking, Outcome::RolledBack, "v1"),
@@ -216,4 +225,39 @@ async fn a_deploy_stopped_by_sigterm_repairs_itself_and_releases_the_lock() {
         assert_eq!(deploy(&plan(world.path(), port, &models, 2)).await.unwrap().exit_code, 0, "{phase:?}");
         stop_all(world.path());
     }
+}
+
+#[test]
+fn a_planted_secret_reaches_no_server_or_router() {
+    let models = models();
+    let world = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let secret = format!("planted-{}", std::process::id());
+    let webhook = format!("https://hooks.example.invalid/{secret}");
+    let planted = [
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("AWS_ACCESS_KEY_ID", secret.as_str()),
+        ("SLIPWAY_REGISTRY_PASSWORD", secret.as_str()),
+        ("SLIPWAY_WEBHOOK_URL", webhook.as_str()),
+        ("SOME_TEAM_TOKEN", secret.as_str()),
+    ];
+    // Two deploys: the second starts a server while the first's router is running.
+    for i in 0..2 {
+        let status = run_child_with(&plan(world.path(), port, &models, i), &planted);
+        assert_eq!(status.code(), Some(0), "deploy {i}: {status:?}");
+    }
+    let (serve, router) = processes_of(world.path());
+    assert_eq!((serve.len(), router.len()), (1, 1), "servers {serve:?}, routers {router:?}");
+    for pid in serve.iter().chain(&router) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(!environ.contains(&secret), "pid {pid} holds the secret: {environ}");
+        for (name, _) in planted {
+            assert!(!environ.contains(&format!("{name}=")), "pid {pid} has {name}");
+        }
+    }
+    // The check reads real environments: the server's holds what it was given.
+    let environ = std::fs::read(format!("/proc/{}/environ", serve[0])).unwrap();
+    assert!(String::from_utf8_lossy(&environ).contains("ORT_DYLIB_PATH="));
+    stop_all(world.path());
 }

@@ -312,6 +312,7 @@ fn image_candidate(dir: &Path, serve: &Path, router: &Path, model: &Path, sha: &
     let mut c = candidate(serve, router, model, sha);
     c.files.push(("image.tar".into(), built.archive.clone()));
     c.image_digest = Some(built.manifest_digest);
+    c.image_config = Some(built.config_digest);
     c.tags = spec.tags;
     c
 }
@@ -332,8 +333,15 @@ async fn the_docker_target_promotes_and_rolls_back_without_losing_a_request() {
     let (m1, m2) = (model(dir.path(), "m1", 120, false), model(dir.path(), "m2", 240, false));
     let c1 = image_candidate(dir.path(), &serve, &router, &m1, "d0c1");
     let c2 = image_candidate(dir.path(), &serve, &router, &m2, "d0c2");
+    // The tag v1 was built under has since moved to another image (a hand-made build, an old
+    // load): the deploy must still run v1's own image, by its digest.
+    let tar2 = &c2.files.iter().find(|(n, _)| n == "image.tar").unwrap().1;
+    xshell::cmd!(sh, "docker load -q -i {tar2}").quiet().ignore_stdout().run().unwrap();
+    let (moved, other) = (format!("slipway-serve:{}", c1.tags[0]), format!("slipway-serve:{}", c2.tags[0]));
+    xshell::cmd!(sh, "docker tag {other} {moved}").quiet().run().unwrap();
     let d = world.deployer();
     assert_eq!(d.deploy("staging", &c1).await.unwrap().exit_code, 0);
+    assert_eq!(digest_served(&world.url("staging")).await, b3(&m1), "ran the image the tag points at now");
     assert_eq!(d.promote("staging", "production", approval()).await.unwrap().exit_code, 0);
     let load = Load::start(world.url("production"), 3);
     assert_eq!(d.deploy("staging", &c2).await.unwrap().exit_code, 0);
