@@ -3,7 +3,7 @@
 //! over this repository's pipeline finds nothing undeclared but a read planted in the copy.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, FileTimes};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 fn repo_root() -> PathBuf {
@@ -22,71 +22,25 @@ fn target_dir() -> PathBuf {
     xtask().parent().and_then(Path::parent).unwrap().to_path_buf()
 }
 
-/// A copy of the repository's files (tracked and not ignored), with their modification times,
-/// so that cargo in the copy finds the shared target directory up to date instead of
-/// rebuilding; committed to a git repository of its own.
-struct Clone {
-    dir: tempfile::TempDir,
-}
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
-impl Clone {
-    fn new() -> Clone {
-        let root = repo_root();
-        let sh = xshell::Shell::new().unwrap();
-        sh.change_dir(&root);
-        let files = xshell::cmd!(sh, "git ls-files -co --exclude-standard -z").read().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        for rel in files.split('\0').filter(|f| !f.is_empty()) {
-            let (src, dest) = (root.join(rel), dir.path().join(rel));
-            let Ok(meta) = fs::symlink_metadata(&src) else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            fs::create_dir_all(dest.parent().unwrap()).unwrap();
-            fs::copy(&src, &dest).unwrap();
-            let times = FileTimes::new().set_modified(meta.modified().unwrap());
-            File::options().write(true).open(&dest).unwrap().set_times(times).unwrap();
-        }
-        let clone = Clone { dir };
-        let sh = clone.shell();
-        xshell::cmd!(sh, "git init -q").run().unwrap();
-        xshell::cmd!(sh, "git add -A").run().unwrap();
-        xshell::cmd!(sh, "git -c user.name=t -c user.email=t@t commit -q -m clone").run().unwrap();
-        clone
+/// Runs the shared binary in `clone` as `cargo xtask ARGS` would: from the clone, with cargo's
+/// `CARGO_MANIFEST_DIR`, and the shared target directory.
+fn xtask_in(clone: &Scratch, args: &[&str], env: &BTreeMap<&str, String>) -> (i32, String, String) {
+    let sh = clone.shell();
+    sh.set_var("CARGO_MANIFEST_DIR", clone.root().join("xtask"));
+    sh.set_var("CARGO_TARGET_DIR", target_dir());
+    // Empty counts as unset for Slipway; xshell 0.2 cannot unset.
+    sh.set_var("SLIPWAY_ROOT", "");
+    for (k, v) in env {
+        sh.set_var(k, v);
     }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn shell(&self) -> xshell::Shell {
-        let sh = xshell::Shell::new().unwrap();
-        sh.change_dir(self.root());
-        sh
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let path = self.root().join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
-
-    /// Runs the shared binary in this clone as `cargo xtask ARGS` would: from the clone, with
-    /// cargo's `CARGO_MANIFEST_DIR`, and the shared target directory.
-    fn xtask(&self, args: &[&str], env: &BTreeMap<&str, String>) -> (i32, String, String) {
-        let sh = self.shell();
-        sh.set_var("CARGO_MANIFEST_DIR", self.root().join("xtask"));
-        sh.set_var("CARGO_TARGET_DIR", target_dir());
-        // Empty counts as unset for Slipway; xshell 0.2 cannot unset.
-        sh.set_var("SLIPWAY_ROOT", "");
-        for (k, v) in env {
-            sh.set_var(k, v);
-        }
-        let xtask = xtask();
-        let out = xshell::cmd!(sh, "{xtask} {args...}").ignore_status().quiet().output().unwrap();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
-    }
+    let xtask = xtask();
+    let out = xshell::cmd!(sh, "{xtask} {args...}").ignore_status().quiet().output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
 /// A small labelled data set the data gate accepts, as `(train, holdout)`.
@@ -101,7 +55,7 @@ fn tiny_data() -> (String, String) {
 
 #[test]
 fn two_clones_sharing_one_binary_each_act_on_their_own_files() {
-    let (a, b) = (Clone::new(), Clone::new());
+    let (a, b) = (Scratch::of(&repo_root()), Scratch::of(&repo_root()));
     let remote = tempfile::tempdir().unwrap();
     let env: BTreeMap<&str, String> = [("SLIPWAY_REMOTE", remote.path().display().to_string())].into();
     // Clone B tracks its own small data set and puts it on the remote.
@@ -109,19 +63,19 @@ fn two_clones_sharing_one_binary_each_act_on_their_own_files() {
     b.write("data/train.csv", &train);
     b.write("data/holdout.csv", &holdout);
     for args in [&["add", "data"][..], &["push"]] {
-        let (code, _, err) = b.xtask(args, &env);
+        let (code, _, err) = xtask_in(&b, args, &env);
         assert_eq!(code, 0, "{args:?} in B: {err}");
     }
     fs::remove_dir_all(b.root().join("data")).unwrap();
-    let (code, out, err) = b.xtask(&["ci", "check-data"], &env);
+    let (code, out, err) = xtask_in(&b, &["ci", "check-data"], &env);
     assert_eq!(code, 0, "ci check-data in B:\n{out}\n{err}");
     assert_eq!(fs::read_to_string(b.root().join("data/train.csv")).unwrap(), train);
     assert!(b.root().join("reports/data-check.json").is_file());
     for untouched in ["data", "reports", ".slipway/last/pull.json"] {
         assert!(!a.root().join(untouched).exists(), "ci in B wrote {untouched} in A");
     }
-    let status = |clone: &Clone| {
-        let (code, out, err) = clone.xtask(&["status", "--json"], &env);
+    let status = |clone: &Scratch| {
+        let (code, out, err) = xtask_in(clone, &["status", "--json"], &env);
         assert_eq!(code, 0, "{err}");
         let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
         all.into_iter().map(|s| (s["stage"].as_str().unwrap().to_string(), s)).collect::<BTreeMap<_, _>>()
@@ -134,10 +88,10 @@ fn two_clones_sharing_one_binary_each_act_on_their_own_files() {
 
     // A file of the user's in a tracked directory survives `pull` and `ci`, and is reported.
     b.write("data/my-notes.txt", "mine");
-    let (code, _, err) = b.xtask(&["pull"], &env);
+    let (code, _, err) = xtask_in(&b, &["pull"], &env);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("warning: data/my-notes.txt is not tracked by any .dvc file; left in place"), "{err}");
-    let (code, out, err) = b.xtask(&["ci", "check-data"], &env);
+    let (code, out, err) = xtask_in(&b, &["ci", "check-data"], &env);
     assert_eq!(code, 0, "ci check-data in B:\n{out}\n{err}");
     assert!(err.contains("pull ran"), "what data/ holds changed, so pull ran again:\n{err}");
     assert_eq!(fs::read_to_string(b.root().join("data/my-notes.txt")).unwrap(), "mine");
@@ -158,7 +112,7 @@ fn tracing_the_pipeline_finds_only_the_planted_read() {
         eprintln!("running under a tracer: this trace is covered by the outer one");
         return;
     }
-    let clone = Clone::new();
+    let clone = Scratch::of(&repo_root());
     // The training code reads one file it has no business reading.
     let script = fs::read_to_string(clone.root().join("training/train.py")).unwrap();
     let planted = script.replacen("def main(", "NOTES = Path(\"notes.txt\").read_text()\n\n\ndef main(", 1);
@@ -167,7 +121,7 @@ fn tracing_the_pipeline_finds_only_the_planted_read() {
     clone.write("notes.txt", "not an input of anything\n");
     let mut args = vec!["ci", "--trace-inputs"];
     args.extend(TRACED);
-    let (code, out, err) = clone.xtask(&args, &BTreeMap::new());
+    let (code, out, err) = xtask_in(&clone, &args, &BTreeMap::new());
     assert_eq!(code, 1, "one undeclared read means exit 1\n{out}\n{err}");
     let undeclared: Vec<&str> = out.lines().filter(|l| l.contains("which it does not declare")).collect();
     assert_eq!(undeclared, ["train: reads `notes.txt`, which it does not declare"], "{out}\n{err}");

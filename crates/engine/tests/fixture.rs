@@ -15,6 +15,38 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// A small Cargo workspace for the crate-closure tests: `pkg-a` depends on `pkg-b` and
+    /// `serde`, `pkg-c` on `itoa`, locked at `serde` and `itoa`. Member files already there are
+    /// kept, so rewriting the lock keeps a test's edits.
+    pub fn cargo_workspace(&self, serde: &str, itoa: &str) {
+        self.write("Cargo.toml", "[workspace]\nmembers = [\"crates/*\"]\n");
+        for (dir, name, deps) in [
+            ("a", "pkg-a", "pkg-b = { path = \"../b\" }\nserde = \"1\"\n"),
+            ("b", "pkg-b", ""),
+            ("c", "pkg-c", "itoa = \"1\"\n"),
+        ] {
+            let manifest = format!("crates/{dir}/Cargo.toml");
+            if !self.path(&manifest).exists() {
+                self.write(&manifest, format!("[package]\nname = \"{name}\"\n[dependencies]\n{deps}"));
+                self.write(&format!("crates/{dir}/src/lib.rs"), "// code\n");
+            }
+        }
+        if !self.path("crates/a/tests/t.rs").exists() {
+            self.write("crates/a/tests/t.rs", "// a test\n");
+        }
+        let reg = "registry+https://github.com/rust-lang/crates.io-index";
+        self.write(
+            "Cargo.lock",
+            format!(
+                "version = 4\n\n[[package]]\nname = \"pkg-a\"\nversion = \"0.1.0\"\ndependencies = [\"pkg-b\", \"serde\"]\n\n\
+                 [[package]]\nname = \"pkg-b\"\nversion = \"0.1.0\"\n\n\
+                 [[package]]\nname = \"pkg-c\"\nversion = \"0.1.0\"\ndependencies = [\"itoa\"]\n\n\
+                 [[package]]\nname = \"serde\"\nversion = \"{serde}\"\nsource = \"{reg}\"\nchecksum = \"s{serde}\"\n\n\
+                 [[package]]\nname = \"itoa\"\nversion = \"{itoa}\"\nsource = \"{reg}\"\nchecksum = \"i{itoa}\"\n"
+            ),
+        );
+    }
+
     pub fn new() -> Repo {
         Repo { dir: tempfile::tempdir().unwrap(), env: BTreeMap::new(), secrets: Vec::new() }
     }

@@ -75,39 +75,12 @@ fn a_probe_is_keyed_and_its_value_reaches_the_action() {
     assert_eq!(run.summary.exit_code(), 2, "a tool that does not run is an error");
 }
 
-/// A small workspace: `pkg-a` depends on `pkg-b` and on `serde`; `pkg-c` on `itoa`.
-fn cargo_workspace(repo: &Repo, serde: &str, itoa: &str) {
-    repo.write("Cargo.toml", "[workspace]\nmembers = [\"crates/*\"]\n");
-    for (dir, name) in [("a", "pkg-a"), ("b", "pkg-b"), ("c", "pkg-c")] {
-        let deps = match dir {
-            "a" => "pkg-b = { path = \"../b\" }\nserde = \"1\"\n",
-            "c" => "itoa = \"1\"\n",
-            _ => "",
-        };
-        repo.write(
-            &format!("crates/{dir}/Cargo.toml"),
-            format!("[package]\nname = \"{name}\"\n[dependencies]\n{deps}"),
-        );
-        repo.write(&format!("crates/{dir}/src/lib.rs"), "// code\n");
-    }
-    repo.write("crates/a/tests/t.rs", "// a test\n");
-    let reg = "registry+https://github.com/rust-lang/crates.io-index";
-    let lock = format!(
-        "version = 4\n\n[[package]]\nname = \"pkg-a\"\nversion = \"0.1.0\"\ndependencies = [\"pkg-b\", \"serde\"]\n\n\
-         [[package]]\nname = \"pkg-b\"\nversion = \"0.1.0\"\n\n\
-         [[package]]\nname = \"pkg-c\"\nversion = \"0.1.0\"\ndependencies = [\"itoa\"]\n\n\
-         [[package]]\nname = \"serde\"\nversion = \"{serde}\"\nsource = \"{reg}\"\nchecksum = \"aa\"\n\n\
-         [[package]]\nname = \"itoa\"\nversion = \"{itoa}\"\nsource = \"{reg}\"\nchecksum = \"bb\"\n"
-    );
-    repo.write("Cargo.lock", lock);
-}
-
 #[test]
 fn a_crates_input_covers_the_closure_and_nothing_else() {
     let mut repo = Repo::new();
     // The compiler is part of the key: `rustc` must be found.
     repo.env.insert("PATH".into(), std::env::var("PATH").unwrap());
-    cargo_workspace(&repo, "1.0.0", "1.0.0");
+    repo.cargo_workspace("1.0.0", "1.0.0");
     let runs = Arc::new(AtomicUsize::new(0));
     let pipeline = || {
         let runs = runs.clone();
@@ -127,27 +100,14 @@ fn a_crates_input_covers_the_closure_and_nothing_else() {
     check(&|| repo.write("crates/b/src/lib.rs", "// changed dependency\n"), true);
     check(&|| repo.write("crates/c/src/lib.rs", "// unrelated crate\n"), false);
     check(&|| repo.write("crates/a/tests/t.rs", "// only a test\n"), false);
-    check(&|| cargo_workspace_lock(&repo, "1.0.0", "2.0.0"), false);
+    check(&|| repo.cargo_workspace("1.0.0", "2.0.0"), false);
     repo.write("crates/a/src/lib.rs", "// edited\n");
     let reasons = stale_reasons(&repo, &pipeline(), 0);
     assert!(reasons[0].starts_with("crates: crates/a/src/lib.rs changed ("), "{reasons:?}");
     check(&|| {}, true);
-    cargo_workspace_lock(&repo, "1.0.1", "2.0.0");
+    repo.cargo_workspace("1.0.1", "2.0.0");
     let reasons = stale_reasons(&repo, &pipeline(), 0);
     assert_eq!(reasons, ["crates: no longer locked: serde 1.0.0", "crates: newly locked: serde 1.0.1"]);
-}
-
-/// Rewrites only the lock file (and the sources it leaves alone).
-fn cargo_workspace_lock(repo: &Repo, serde: &str, itoa: &str) {
-    let keep: Vec<(String, String)> =
-        ["crates/a/src/lib.rs", "crates/b/src/lib.rs", "crates/c/src/lib.rs", "crates/a/tests/t.rs"]
-            .iter()
-            .map(|p| (p.to_string(), repo.read(p)))
-            .collect();
-    cargo_workspace(repo, serde, itoa);
-    for (p, text) in keep {
-        repo.write(&p, text);
-    }
 }
 
 #[test]

@@ -188,37 +188,8 @@ impl World {
 
     /// A Cargo workspace: `pkg-a` (the closure: `pkg-b`, `serde`) and `pkg-c` (`itoa`).
     fn write_workspace(&self) {
-        let repo = &self.repo;
-        repo.write("Cargo.toml", "[workspace]\nmembers = [\"crates/*\"]\n");
-        for (dir, name) in [("a", "pkg-a"), ("b", "pkg-b"), ("c", "pkg-c")] {
-            if !repo.path(&format!("crates/{dir}/Cargo.toml")).exists() {
-                let deps = match dir {
-                    "a" => "pkg-b = { path = \"../b\" }\nserde = \"1\"\n",
-                    "c" => "itoa = \"1\"\n",
-                    _ => "",
-                };
-                repo.write(
-                    &format!("crates/{dir}/Cargo.toml"),
-                    format!("[package]\nname = \"{name}\"\n[dependencies]\n{deps}"),
-                );
-                repo.write(&format!("crates/{dir}/src/lib.rs"), "// code\n");
-            }
-        }
-        if !repo.path("crates/a/tests/t.rs").exists() {
-            repo.write("crates/a/tests/t.rs", "// test\n");
-        }
-        let reg = "registry+https://github.com/rust-lang/crates.io-index";
         let (serde, itoa) = self.versions;
-        repo.write(
-            "Cargo.lock",
-            format!(
-                "version = 4\n\n[[package]]\nname = \"pkg-a\"\nversion = \"0.1.0\"\ndependencies = [\"pkg-b\", \"serde\"]\n\n\
-                 [[package]]\nname = \"pkg-b\"\nversion = \"0.1.0\"\n\n\
-                 [[package]]\nname = \"pkg-c\"\nversion = \"0.1.0\"\ndependencies = [\"itoa\"]\n\n\
-                 [[package]]\nname = \"serde\"\nversion = \"1.0.{serde}\"\nsource = \"{reg}\"\nchecksum = \"s{serde}\"\n\n\
-                 [[package]]\nname = \"itoa\"\nversion = \"1.0.{itoa}\"\nsource = \"{reg}\"\nchecksum = \"i{itoa}\"\n"
-            ),
-        );
+        self.repo.cargo_workspace(&format!("1.0.{serde}"), &format!("1.0.{itoa}"));
     }
 
     /// `up` keeps the `#` lines of `a/` (and its code); `fetch` copies `t.txt` into `d/`, which

@@ -3,7 +3,7 @@
 //! exactly the stages that depend on it stale, naming what changed.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use engine::{Digest, Pipeline, Workspace};
 
@@ -90,74 +90,34 @@ fn stage_modules_run_nothing_undeclared() {
     }
 }
 
-/// A scratch copy of the repository's files (tracked and not ignored), committed to a new git
-/// repository so that probes of git work.
-struct Copy {
-    dir: tempfile::TempDir,
-}
+#[path = "../../tests/common/scratch.rs"]
+mod scratch;
+use scratch::Scratch as Copy;
 
-impl Copy {
-    fn new() -> Copy {
-        let root = repo_root();
-        let sh = xshell::Shell::new().unwrap();
-        sh.change_dir(&root);
-        let files = xshell::cmd!(sh, "git ls-files -co --exclude-standard -z").read().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        for rel in files.split('\0').filter(|f| !f.is_empty()) {
-            let (src, dest) = (root.join(rel), dir.path().join(rel));
-            if src.is_file() {
-                std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-                std::fs::copy(&src, &dest).unwrap();
-            }
-        }
-        let copy = Copy { dir };
-        copy.git(&["init", "-q"]);
-        copy.git(&["add", "-A"]);
-        copy.git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "copy"]);
-        copy
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn git(&self, args: &[&str]) {
-        let sh = xshell::Shell::new().unwrap();
-        sh.change_dir(self.root());
-        xshell::cmd!(sh, "git {args...}").quiet().run().unwrap();
-    }
-
-    fn append(&self, rel: &str, text: &str) {
-        let path = self.root().join(rel);
-        let mut now = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        now.push_str(text);
-        std::fs::write(path, now).unwrap();
-    }
-
-    /// Every stage's fingerprint and inputs, each upstream stage standing in with a fixed digest.
-    fn keys(&self) -> BTreeMap<String, (Digest, Vec<engine::ResolvedInput>)> {
-        let pipeline: Pipeline = pipeline(self.root()).unwrap();
-        let ws = Workspace::new(self.root(), process_env());
-        let upstream: BTreeMap<String, Digest> =
-            pipeline.stages().iter().map(|s| (s.name().to_string(), Digest::of(s.name().as_bytes()))).collect();
-        pipeline
-            .stages()
-            .iter()
-            .map(|s| {
-                let r = engine::resolve(&pipeline, s, &ws, &upstream, &|_| {}).unwrap();
-                (s.name().to_string(), (r.fingerprint, r.inputs))
-            })
-            .collect()
-    }
+/// Every stage's fingerprint and inputs in `copy`, each upstream stage standing in with a
+/// fixed digest.
+fn keys(copy: &Copy) -> BTreeMap<String, (Digest, Vec<engine::ResolvedInput>)> {
+    let pipeline: Pipeline = pipeline(copy.root()).unwrap();
+    let ws = Workspace::new(copy.root(), process_env());
+    let upstream: BTreeMap<String, Digest> =
+        pipeline.stages().iter().map(|s| (s.name().to_string(), Digest::of(s.name().as_bytes()))).collect();
+    pipeline
+        .stages()
+        .iter()
+        .map(|s| {
+            let r = engine::resolve(&pipeline, s, &ws, &upstream, &|_| {}).unwrap();
+            (s.name().to_string(), (r.fingerprint, r.inputs))
+        })
+        .collect()
 }
 
 /// Applies `edit` to a fresh copy and checks which stages' keys change, and that the first of
 /// them explains it with a line starting with `reason`.
 fn check(edit: &dyn Fn(&Copy), stale: &[&str], reason: &str) {
-    let copy = Copy::new();
-    let before = copy.keys();
+    let copy = Copy::of(&repo_root());
+    let before = keys(&copy);
     edit(&copy);
-    let after = copy.keys();
+    let after = keys(&copy);
     let changed: Vec<&str> = before.keys().filter(|s| before[*s].0 != after[*s].0).map(String::as_str).collect();
     let mut want: Vec<&str> = stale.to_vec();
     want.sort();
