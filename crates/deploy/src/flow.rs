@@ -351,13 +351,21 @@ impl Deployer {
         let is_router = |pid: u64| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(14).any(|w| w == b"slipway-router"))
         };
-        if stale && let Some(pid) = old_pid.filter(|p| is_router(*p)) {
-            // A router from an older Slipway (no admin token): it holds the port; replace it.
-            (self.say)(&format!("{env}: replacing the router started by an older Slipway (pid {pid})"));
+        // Routers that hold the stable port but that no one can reach through `router.json`: one
+        // started by a deploy killed before it wrote the file, a hung one, or one from an older
+        // Slipway (no admin token). Each is stopped before a new one takes the port.
+        let mut orphans = target::routers_of(&dir);
+        if stale && let Some(pid) = old_pid.filter(|p| is_router(*p)).and_then(|p| u32::try_from(p).ok()) {
+            orphans.push(pid);
+        }
+        orphans.sort_unstable();
+        orphans.dedup();
+        for pid in orphans {
+            (self.say)(&format!("{env}: stopping a router that router.json does not reach (pid {pid})"));
             let old = target::Backend {
                 version: "router".into(),
                 addr: ([127, 0, 0, 1], config.port).into(),
-                handle: target::Handle::Pid(pid as u32),
+                handle: target::Handle::Pid(pid),
             };
             target::stop(&old).await.map_err(DeployError::Target)?;
         }

@@ -95,15 +95,31 @@ pub fn find_started(kind: TargetKind, version: &str, addr: SocketAddr) -> Option
 
 /// The pid of the `slipway-serve` started with `--listen addr`, from `/proc`.
 fn find_process(addr: SocketAddr) -> Option<u32> {
-    let listen = addr.to_string();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let serve = args.first().is_some_and(|a| a.ends_with(b"/slipway-serve"));
-        let here = args.windows(2).any(|w| w[0] == b"--listen" && w[1] == listen.as_bytes());
-        (serve && here).then_some(pid)
-    })
+    processes("slipway-serve", "--listen", addr.to_string().as_bytes()).into_iter().next()
+}
+
+/// The routers started for the environment whose state is in `dir`, found by the address
+/// file they were given: one that `router.json` does not name still holds the stable port.
+pub fn routers_of(dir: &Path) -> Vec<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    processes("slipway-router", "--addr-file", dir.join(ROUTER_ADDR_FILE).as_os_str().as_bytes())
+}
+
+/// Live processes of the program `name` that were given `flag value`, from `/proc`.
+fn processes(name: &str, flag: &str, value: &[u8]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let suffix = format!("/{name}");
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let program = args.first().is_some_and(|a| a.ends_with(suffix.as_bytes()));
+            let given = args.windows(2).any(|w| w[0] == flag.as_bytes() && w[1] == value);
+            (program && given && alive(&Handle::Pid(pid))).then_some(pid)
+        })
+        .collect()
 }
 
 fn container_name(version: &str, port: u16) -> String {
@@ -301,6 +317,9 @@ fn new_token_file(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Where a router writes the addresses it listens on.
+const ROUTER_ADDR_FILE: &str = "router.addr";
+
 impl Router {
     /// Starts `router_bin` on `port` in the background, with its state in `dir`.
     #[allow(
@@ -310,7 +329,7 @@ impl Router {
     pub async fn start(router_bin: &Path, port: u16, dir: &Path) -> Result<Router> {
         use std::os::unix::process::CommandExt;
         std::fs::create_dir_all(dir)?;
-        let addr_file = dir.join("router.addr");
+        let addr_file = dir.join(ROUTER_ADDR_FILE);
         let _ = std::fs::remove_file(&addr_file);
         let token_file = new_token_file(dir).context("write the router's admin token")?;
         let log = std::fs::File::create(dir.join("router.log"))?;

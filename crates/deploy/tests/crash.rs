@@ -261,3 +261,25 @@ fn a_planted_secret_reaches_no_server_or_router() {
     assert!(String::from_utf8_lossy(&environ).contains("ORT_DYLIB_PATH="));
     stop_all(world.path());
 }
+
+/// A deploy killed after starting the router and before writing `router.json` leaves a router
+/// that holds the stable port and that no file names; the next deploy stops it and takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_router_that_no_file_names_is_replaced() {
+    let models = models();
+    let world = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert_eq!(deploy(&plan(world.path(), port, &models, 0)).await.unwrap().exit_code, 0);
+    std::fs::remove_file(world.path().join(".slipway/deploy/staging/router.json")).unwrap();
+    let (_, before) = processes_of(world.path());
+    assert_eq!(before.len(), 1);
+    assert_eq!(deploy(&plan(world.path(), port, &models, 1)).await.unwrap().exit_code, 0);
+    let served = deploy::http::send("GET", &format!("http://127.0.0.1:{port}/readyz"), None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(served.header("x-model-digest").unwrap(), b3(&models.m[1]));
+    let (serve, router) = processes_of(world.path());
+    assert_eq!((serve.len(), router.len()), (1, 1), "servers {serve:?}, routers {router:?}");
+    assert_ne!(router, before, "the orphan router was replaced");
+    stop_all(world.path());
+}
