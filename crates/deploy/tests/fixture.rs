@@ -128,7 +128,7 @@ pub fn train_env() -> PathBuf {
 pub fn binaries() -> (PathBuf, PathBuf) {
     let sh = xshell::Shell::new().unwrap();
     sh.change_dir(root());
-    cmd!(sh, "cargo build --quiet -p slipway-serve -p slipway-deploy --bins")
+    cmd!(sh, "cargo build --quiet -p slipway-serve -p slipway-router --bins")
         .run()
         .expect("build slipway-serve and slipway-router");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);

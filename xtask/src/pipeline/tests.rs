@@ -167,13 +167,18 @@ fn each_crate_keys_the_stages_that_run_it() {
     );
     check(
         &|c| c.append("crates/store/src/transfer.rs", "\n// x\n"),
-        &["pull", "image", "build", "deploy-staging", "lint", "test"],
+        &["pull", "image", "deploy-staging", "lint", "test"],
         "crates: crates/store/src/transfer.rs changed",
     );
     check(
         &|c| c.append("crates/deploy/src/flow.rs", "\n// x\n"),
-        &["deploy-staging", "build", "lint", "test"],
+        &["deploy-staging", "lint", "test"],
         "crates: crates/deploy/src/flow.rs changed",
+    );
+    check(
+        &|c| c.append("crates/router/src/lib.rs", "\n// x\n"),
+        &["build", "deploy-staging", "lint", "test"],
+        "crates: crates/router/src/lib.rs changed",
     );
 }
 

@@ -102,7 +102,7 @@ pub fn test() -> Stage {
 /// The release binaries a release ships: the model server and the environment router.
 pub fn build() -> Stage {
     let stage = engine::stage!("build", "build the server and router (release)")
-        .crates(&["slipway-serve", "slipway-deploy"])
+        .crates(&["slipway-serve", "slipway-router"])
         .command(Command::new("build the release binaries", "cargo").args([
             "build",
             "--release",
@@ -111,7 +111,7 @@ pub fn build() -> Stage {
             "-p",
             "slipway-serve",
             "-p",
-            "slipway-deploy",
+            "slipway-router",
             "--bins",
         ]))
         .output(SERVE_BIN)

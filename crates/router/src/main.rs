@@ -30,8 +30,8 @@ fn main() -> ExitCode {
     let addr_file = get("--addr-file");
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime");
-    let options = deploy::router::Options::new(public, admin, get("--backend"), token);
-    let result = runtime.block_on(deploy::router::run(options, |addrs| {
+    let options = router::Options::new(public, admin, get("--backend"), token);
+    let result = runtime.block_on(router::run(options, |addrs| {
         let line = format!("{} {}\n", addrs.public, addrs.admin);
         if let Some(path) = &addr_file {
             let _ = std::fs::write(path, &line);
