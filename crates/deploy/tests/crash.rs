@@ -156,6 +156,13 @@ fn plan(root: &Path, port: u16, models: &Models, i: usize) -> Plan {
     }
 }
 
+/// The model digest the environment on `port` serves.
+async fn served_digest(port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let served = deploy::http::send("GET", &url, None, Duration::from_secs(5)).await.unwrap();
+    served.header("x-model-digest").unwrap()
+}
+
 fn b3(path: &Path) -> String {
     format!("blake3:{}", blake3::hash(&std::fs::read(path).unwrap()).to_hex())
 }
@@ -189,11 +196,7 @@ async fn a_deploy_killed_at_any_step_is_repaired_by_the_next() {
         assert_eq!(summary, want, "{phase:?}: the ledger tells the truth");
         assert_eq!(events[1].smoke[0].name, "interrupted", "{phase:?}");
         assert_eq!(events[2].previous.as_deref(), Some(before_v3), "{phase:?}: v3 replaced the release really live");
-        let served =
-            deploy::http::send("GET", &format!("http://127.0.0.1:{port}/readyz"), None, Duration::from_secs(5))
-                .await
-                .unwrap();
-        assert_eq!(served.header("x-model-digest").unwrap(), b3(&models.m[2]), "{phase:?}");
+        assert_eq!(served_digest(port).await, b3(&models.m[2]), "{phase:?}");
         let (serve, router) = processes_of(world.path());
         assert_eq!((serve.len(), router.len()), (1, 1), "{phase:?}: servers {serve:?}, routers {router:?}");
         assert!(!world.path().join(".slipway/deploy/staging/intent.json").exists());
@@ -214,11 +217,7 @@ async fn a_deploy_stopped_by_sigterm_repairs_itself_and_releases_the_lock() {
         let events = d.events().await.unwrap();
         let want = if phase == Phase::Checking { Outcome::Rejected } else { Outcome::RolledBack };
         assert_eq!(events.last().map(|e| (e.release.version.as_str(), e.outcome)), Some(("v2", want)), "{phase:?}");
-        let served =
-            deploy::http::send("GET", &format!("http://127.0.0.1:{port}/readyz"), None, Duration::from_secs(5))
-                .await
-                .unwrap();
-        assert_eq!(served.header("x-model-digest").unwrap(), b3(&models.m[0]), "{phase:?}: v1 serves, as before");
+        assert_eq!(served_digest(port).await, b3(&models.m[0]), "{phase:?}: v1 serves, as before");
         let (serve, _) = processes_of(world.path());
         assert_eq!(serve.len(), 1, "{phase:?}: {serve:?}");
         // The lock was released: the next deploy proceeds at once.
@@ -274,10 +273,7 @@ async fn a_router_that_no_file_names_is_replaced() {
     let (_, before) = processes_of(world.path());
     assert_eq!(before.len(), 1);
     assert_eq!(deploy(&plan(world.path(), port, &models, 1)).await.unwrap().exit_code, 0);
-    let served = deploy::http::send("GET", &format!("http://127.0.0.1:{port}/readyz"), None, Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(served.header("x-model-digest").unwrap(), b3(&models.m[1]));
+    assert_eq!(served_digest(port).await, b3(&models.m[1]));
     let (serve, router) = processes_of(world.path());
     assert_eq!((serve.len(), router.len()), (1, 1), "servers {serve:?}, routers {router:?}");
     assert_ne!(router, before, "the orphan router was replaced");
