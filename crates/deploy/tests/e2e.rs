@@ -271,6 +271,7 @@ async fn faults_are_clear_errors_and_rollback_works_without_the_remote() {
         keys: Some(("k".into(), "s".into())),
         session_token: None,
         profile: None,
+        shared_files: store::aws_profile::SharedFiles { credentials: None, config: None },
     };
     let unreachable: Arc<dyn Remote> = Arc::new(store::s3::S3Remote::connect(&settings).unwrap());
     let offline = world.deployer_with(unreachable);

@@ -18,6 +18,7 @@ use crate::md5::{Md5, md5_reader};
 use crate::remote::copy_hashing;
 
 /// The local DVC cache of one repository.
+#[derive(Clone)]
 pub struct DvcCache {
     dir: PathBuf,
     tmp: PathBuf,
@@ -122,6 +123,25 @@ impl WorkspaceHashes {
         let (md5, _) = md5_reader(fs::File::open(&path)?).with_context(|| format!("cannot read {rel}"))?;
         self.stat.lock().unwrap_or_else(|e| e.into_inner()).insert(rel, key, md5, clock);
         Ok(Some(md5))
+    }
+
+    /// Records the md5s of workspace files Slipway has just written, without reading them back:
+    /// the filesystem clock is read after the writes, then each file's stat, and the stat cache
+    /// keeps only entries older than that clock (a file written again since then, or within the
+    /// same clock tick, is hashed next time). Paths that vanished are skipped.
+    pub fn record_written(&self, written: &[(String, Md5)]) -> Result<()> {
+        if written.is_empty() {
+            return Ok(());
+        }
+        let mut stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
+        let clock = stat.clock().context("cannot read the filesystem clock under .slipway")?;
+        for (rel, md5) in written {
+            match fs::symlink_metadata(self.root.join(rel)) {
+                Ok(meta) if meta.is_file() => stat.insert(rel, StatKey::of(&meta), *md5, clock),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Saves the stat cache.

@@ -28,8 +28,10 @@ pub struct S3Settings {
     pub keys: Option<(String, String)>,
     /// A session token for temporary keys.
     pub session_token: Option<String>,
-    /// A profile in `~/.aws`, used when no keys are given.
+    /// A profile in the AWS shared files, used when no keys are given.
     pub profile: Option<String>,
+    /// Where the AWS shared files are.
+    pub shared_files: crate::aws_profile::SharedFiles,
 }
 
 impl S3Settings {
@@ -54,6 +56,7 @@ impl fmt::Debug for S3Settings {
 
 /// A remote, before connecting.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant, reason = "resolved once per command; boxing buys nothing")]
 pub enum RemoteSpec {
     /// A directory.
     Dir(PathBuf),
@@ -122,6 +125,8 @@ pub const REMOTE_ENV: &[&str] = &[
     "HOME",
     "AWS_ACCESS_KEY_ID",
     "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
     "AWS_REGION",
@@ -184,9 +189,14 @@ fn parse_url(
             (Some(id), Some(secret)) => Some((id, secret)),
             _ => options.get("access_key_id").cloned().zip(options.get("secret_access_key").cloned()),
         };
+        let home = |rel: &str| var("HOME").map(|home| Path::new(&home).join(rel));
+        let shared_files = crate::aws_profile::SharedFiles {
+            credentials: var("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from).or_else(|| home(".aws/credentials")),
+            config: var("AWS_CONFIG_FILE").map(PathBuf::from).or_else(|| home(".aws/config")),
+        };
         let profile = var("AWS_PROFILE").or_else(|| options.get("profile").cloned()).or_else(|| {
-            let home = var("HOME")?;
-            Path::new(&home).join(".aws/credentials").is_file().then(|| "default".to_string())
+            let exists = |f: &Option<PathBuf>| f.as_ref().is_some_and(|f| f.is_file());
+            (exists(&shared_files.credentials) || exists(&shared_files.config)).then(|| "default".to_string())
         });
         return Ok(RemoteSpec::S3(S3Settings {
             bucket: bucket.to_string(),
@@ -203,6 +213,7 @@ fn parse_url(
             session_token: var("AWS_SESSION_TOKEN").or_else(|| options.get("session_token").cloned()),
             keys,
             profile,
+            shared_files,
         }));
     }
     if let Some((scheme, _)) = url.split_once("://").filter(|(s, _)| *s != "file") {

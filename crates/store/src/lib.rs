@@ -5,6 +5,7 @@
 //! [`RemoteStepStore`] keeps the engine's step cache on the same remote.
 
 pub mod add;
+pub mod aws_profile;
 pub mod cache;
 pub mod config;
 pub mod dvc;

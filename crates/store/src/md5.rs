@@ -84,6 +84,62 @@ impl Md5Writer {
     }
 }
 
+/// Bytes gathered before a [`BlockingWriter`] writes them out.
+const FLUSH_BYTES: usize = 1 << 20;
+
+/// A new file written and hashed on tokio's blocking pool, in batches of up to a MiB: a download
+/// does no file I/O on an async worker thread, and a small object costs one trip to the pool
+/// (create, write and hash together) instead of one per network chunk.
+pub struct BlockingWriter {
+    path: std::path::PathBuf,
+    /// The file once created, and the digest so far; `None` after a failed write.
+    state: Option<(Option<std::fs::File>, Md5Writer)>,
+    buf: Vec<u8>,
+}
+
+impl BlockingWriter {
+    /// A writer that creates `path` on its first flush.
+    pub fn new(path: &std::path::Path) -> BlockingWriter {
+        BlockingWriter { path: path.to_path_buf(), state: Some((None, Md5Writer::default())), buf: Vec::new() }
+    }
+
+    /// Appends `bytes`, writing out once a MiB has gathered.
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let (file, mut md5) = self.state.take().ok_or_else(|| io::Error::other("an earlier write failed"))?;
+        let (buf, path) = (std::mem::take(&mut self.buf), self.path.clone());
+        let written = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            let mut file = match file {
+                Some(file) => file,
+                None => std::fs::File::create(&path)?,
+            };
+            io::Write::write_all(&mut file, &buf)?;
+            md5.update(&buf);
+            Ok((file, md5, buf))
+        });
+        let (file, md5, mut buf) = written.await.map_err(io::Error::other)??;
+        buf.clear();
+        self.buf = buf;
+        self.state = Some((Some(file), md5));
+        Ok(())
+    }
+
+    /// Writes what is left (creating the file even when nothing was written) and returns the
+    /// md5 and length of everything written.
+    pub async fn finish(mut self) -> io::Result<(Md5, u64)> {
+        self.flush().await?;
+        let (_, md5) = self.state.take().expect("a flush that succeeded leaves its state");
+        Ok(md5.finish())
+    }
+}
+
 /// MD5 and length of everything `reader` yields.
 pub fn md5_reader(mut reader: impl Read) -> io::Result<(Md5, u64)> {
     let mut w = Md5Writer::default();
@@ -106,6 +162,25 @@ mod tests {
     fn known_digests() {
         assert_eq!(Md5::of(b"").to_hex(), "d41d8cd98f00b204e9800998ecf8427e");
         assert_eq!(md5_reader(&b"abc"[..]).unwrap(), (Md5::from_hex("900150983cd24fb0d6963f7d28e17f72").unwrap(), 3));
+    }
+
+    #[tokio::test]
+    async fn the_blocking_writer_writes_and_hashes_everything_in_any_chunking() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3 * FLUSH_BYTES + 17).map(|i| (i * 31 % 251) as u8).collect();
+        let all = data.len();
+        for (name, len, chunk) in
+            [("empty", 0, 1), ("bytewise", 5000, 1), ("odd", all, 65_537), ("big", all, 2 * FLUSH_BYTES)]
+        {
+            let path = dir.path().join(name);
+            let bytes = &data[..len];
+            let mut w = BlockingWriter::new(&path);
+            for c in bytes.chunks(chunk) {
+                w.write(c).await.unwrap();
+            }
+            assert_eq!(w.finish().await.unwrap(), (Md5::of(bytes), bytes.len() as u64), "{name}");
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}");
+        }
     }
 
     #[test]

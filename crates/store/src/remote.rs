@@ -77,9 +77,15 @@ impl Remote for DirRemote {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing(key)),
             other => other.map_err(|e| anyhow::anyhow!("cannot read {key} from {}: {e}", self.describe()))?,
         };
-        let written =
-            copy_hashing(src, dest, progress).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dest.display()))?;
-        Ok(written)
+        // File I/O runs on the blocking pool; progress is told the size once the copy is done.
+        let to = dest.to_path_buf();
+        let copied = tokio::task::spawn_blocking(move || copy_hashing(src, &to, &|_| {}));
+        let (md5, len) = copied
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dest.display()))?;
+        progress(len);
+        Ok((md5, len))
     }
 
     async fn put(&self, key: &str, src: &Path) -> Result<(), StoreError> {

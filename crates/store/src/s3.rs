@@ -1,25 +1,26 @@
 //! An S3 remote through `aws-sdk-s3`, for AWS and for S3-compatible servers.
 //!
-//! Credentials are taken explicitly (environment, DVC's `config.local`, or a profile in
-//! `~/.aws`) and never through the full default chain, so a machine without any fails at once
-//! with a message naming the variables to set, instead of waiting on the EC2 metadata service.
+//! Credentials are taken explicitly (environment, DVC's `config.local`, or a profile's static keys
+//! in the AWS shared files) and never through the full default chain, so a machine without any
+//! fails at once with a message naming the variables to set, instead of waiting on the EC2
+//! metadata service. The client is configured here, without the SDK's configuration loader
+//! (`aws-config`, which brings an STS client into every build).
 
 use std::path::Path;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
-    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation, SharedCredentialsProvider,
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_http_client::tls;
-use tokio::io::AsyncWriteExt;
 
 use crate::config::S3Settings;
 use crate::error::StoreError;
-use crate::md5::{Md5, Md5Writer};
+use crate::md5::Md5;
 use crate::remote::Remote;
 
 /// A bucket and a key prefix on an S3 endpoint.
@@ -35,7 +36,7 @@ impl S3Remote {
     pub fn connect(settings: &S3Settings) -> Result<S3Remote, StoreError> {
         let describe = settings.url();
         let credentials =
-            credentials(settings).ok_or_else(|| StoreError::NoCredentials { remote: describe.clone() })?;
+            credentials(settings)?.ok_or_else(|| StoreError::NoCredentials { remote: describe.clone() })?;
         // rustls on ring: one TLS stack, and no C toolchain needed for aws-lc.
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
@@ -87,14 +88,17 @@ impl S3Remote {
     }
 }
 
-fn credentials(settings: &S3Settings) -> Option<SharedCredentialsProvider> {
-    if let Some((id, secret)) = &settings.keys {
-        let creds = Credentials::new(id, secret, settings.session_token.clone(), None, "slipway");
-        return Some(SharedCredentialsProvider::new(creds));
-    }
-    let profile = settings.profile.clone()?;
-    let provider = aws_config::profile::ProfileFileCredentialsProvider::builder().profile_name(profile).build();
-    Some(SharedCredentialsProvider::new(provider))
+fn credentials(settings: &S3Settings) -> Result<Option<SharedCredentialsProvider>, StoreError> {
+    let (id, secret, token) = match (&settings.keys, &settings.profile) {
+        (Some((id, secret)), _) => (id.clone(), secret.clone(), settings.session_token.clone()),
+        (None, Some(profile)) => match crate::aws_profile::keys(&settings.shared_files, profile) {
+            Ok(Some(keys)) => (keys.id, keys.secret, keys.token),
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(StoreError::Other(anyhow::anyhow!("{}: {e}", settings.url()))),
+        },
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(SharedCredentialsProvider::new(Credentials::new(id, secret, token, None, "slipway"))))
 }
 
 #[async_trait]
@@ -117,22 +121,17 @@ impl Remote for S3Remote {
     async fn get(&self, key: &str, dest: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(Md5, u64), StoreError> {
         let resp = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await;
         let mut body = resp.map_err(|e| self.classify(key, e))?.body;
-        let mut file = tokio::fs::File::create(dest)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dest.display()))?;
-        let mut md5 = Md5Writer::default();
+        let mut file = crate::md5::BlockingWriter::new(dest);
         loop {
             let chunk = body.try_next().await.map_err(|e| StoreError::Unreachable {
                 remote: self.describe.clone(),
                 detail: format!("download of {key} broke off: {}", DisplayErrorContext(&e)),
             })?;
             let Some(chunk) = chunk else { break };
-            file.write_all(&chunk).await.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dest.display()))?;
-            md5.update(&chunk);
             progress(chunk.len() as u64);
+            file.write(&chunk).await.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dest.display()))?;
         }
-        file.flush().await.map_err(anyhow::Error::from)?;
-        Ok(md5.finish())
+        Ok(file.finish().await.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dest.display()))?)
     }
 
     async fn put(&self, key: &str, src: &Path) -> Result<(), StoreError> {

@@ -30,7 +30,7 @@ pub struct Store {
     pub(crate) root: PathBuf,
     pub(crate) remote: Arc<dyn Remote>,
     pub(crate) cache: DvcCache,
-    pub(crate) hashes: WorkspaceHashes,
+    pub(crate) hashes: Arc<WorkspaceHashes>,
     jobs: usize,
     tty: bool,
 }
@@ -75,7 +75,7 @@ impl Store {
             root: root.to_path_buf(),
             remote: remote.into(),
             cache: DvcCache::new(root),
-            hashes: WorkspaceHashes::load(root),
+            hashes: Arc::new(WorkspaceHashes::load(root)),
             jobs: DEFAULT_JOBS,
             tty,
         }
@@ -142,13 +142,22 @@ impl Store {
         let todo = self.not_up_to_date(wanted).await?;
         summary.up_to_date = summary.files - todo.len();
         let progress = Progress::new("pull", todo.len() as u64, self.tty);
-        let results: Vec<Result<(), StoreError>> = stream::iter(todo.iter())
+        let results: Vec<Result<(String, Md5), StoreError>> = stream::iter(todo.iter())
             .map(|w| self.materialise(w, &progress))
             .buffer_unordered(self.jobs)
             .collect()
             .await;
         progress.finish();
-        self.hashes.save()?;
+        // What was just written is known: its md5 goes into the stat cache, so the next pull or
+        // status reads none of it again.
+        let written: Vec<(String, Md5)> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        let hashes = Arc::clone(&self.hashes);
+        tokio::task::spawn_blocking(move || {
+            hashes.record_written(&written)?;
+            hashes.save()
+        })
+        .await
+        .map_err(anyhow::Error::from)??;
         summary.downloaded = results.iter().filter(|r| r.is_ok()).count();
         summary.bytes = progress.total_bytes();
         first_error(results)?;
@@ -235,29 +244,49 @@ impl Store {
         Ok(tmp)
     }
 
+    /// The wanted files whose workspace copy is absent or different, read through the md5 stat
+    /// cache on the blocking pool.
     async fn not_up_to_date(&self, wanted: Vec<Wanted>) -> Result<Vec<Wanted>, StoreError> {
-        let hashes = &self.hashes;
-        let mut todo = Vec::new();
-        for w in wanted {
-            if hashes.md5(&w.rel)? != Some(w.md5) {
-                todo.push(w);
+        let hashes = Arc::clone(&self.hashes);
+        tokio::task::spawn_blocking(move || {
+            let mut todo = Vec::new();
+            for w in wanted {
+                if hashes.md5(&w.rel)? != Some(w.md5) {
+                    todo.push(w);
+                }
             }
-        }
-        Ok(todo)
+            Ok(todo)
+        })
+        .await
+        .map_err(anyhow::Error::from)?
     }
 
     /// Puts one file in the workspace: from the cache, fetching it into the cache first if needed.
-    async fn materialise(&self, w: &Wanted, progress: &Progress) -> Result<(), StoreError> {
-        if !self.cache.has(&w.md5, false) {
-            let tmp = self.download(&w.md5, false, &|n| progress.bytes(n)).await?;
-            self.cache.adopt(tmp, &w.md5, false)?;
-        }
-        let (root, cache_path, rel, md5) = (self.root.clone(), self.cache.path(&w.md5, false), w.rel.clone(), w.md5);
-        tokio::task::spawn_blocking(move || checkout(&root, &cache_path, &rel, &md5))
-            .await
-            .map_err(anyhow::Error::from)??;
+    /// An object fetched now was verified on the way in and is copied out as it is (a reflink
+    /// where the filesystem can); one that was already in the cache is verified as it is copied,
+    /// so a cache corrupted on disk is caught. Returns the workspace path and the md5 written.
+    async fn materialise(&self, w: &Wanted, progress: &Progress) -> Result<(String, Md5), StoreError> {
+        let cached = self.cache.path(&w.md5, false);
+        let fetched = if tokio::fs::try_exists(&cached).await.unwrap_or(false) {
+            None
+        } else {
+            Some(self.download(&w.md5, false, &|n| progress.bytes(n)).await?)
+        };
+        let (root, rel, md5, cache) = (self.root.clone(), w.rel.clone(), w.md5, self.cache.clone());
+        tokio::task::spawn_blocking(move || {
+            let verify = match fetched {
+                Some(tmp) => {
+                    cache.adopt(tmp, &md5, false)?;
+                    false
+                }
+                None => true,
+            };
+            checkout(&root, &cache.path(&md5, false), &rel, &md5, verify)
+        })
+        .await
+        .map_err(anyhow::Error::from)??;
         progress.file_done();
-        Ok(())
+        Ok((w.rel.clone(), w.md5))
     }
 
     async fn push_one(
@@ -301,25 +330,33 @@ impl Store {
     }
 }
 
-/// Copies a cached object into the workspace through a temporary file, checking its md5.
-fn checkout(root: &Path, cached: &Path, rel: &str, md5: &Md5) -> Result<(), StoreError> {
+/// Copies a cached object into the workspace through a temporary file, checking its md5 on the
+/// way when `verify` (a reflink or a plain copy otherwise, for an object verified moments ago).
+fn checkout(root: &Path, cached: &Path, rel: &str, md5: &Md5, verify: bool) -> Result<(), StoreError> {
     let dest = root.join(rel);
     let dir = dest.parent().expect("workspace files have a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp =
         tempfile::Builder::new().prefix(".slipway-").tempfile_in(dir).map_err(anyhow::Error::from)?.into_temp_path();
-    let src = std::fs::File::open(cached).map_err(anyhow::Error::from)?;
-    let (actual, _) = copy_hashing(src, &tmp, &|_| {}).map_err(anyhow::Error::from)?;
-    if actual != *md5 {
-        // A corrupt cache object is removed, so the next pull downloads a good one.
-        let _ = std::fs::remove_file(cached);
-        let key = object_key(md5, false);
-        return Err(StoreError::Corrupt {
-            key,
-            remote: ".dvc/cache".into(),
-            expected: md5.to_hex(),
-            actual: actual.to_hex(),
-        });
+    if verify {
+        let src = std::fs::File::open(cached).map_err(anyhow::Error::from)?;
+        let (actual, _) = copy_hashing(src, &tmp, &|_| {}).map_err(anyhow::Error::from)?;
+        if actual != *md5 {
+            // A corrupt cache object is removed, so the next pull downloads a good one.
+            let _ = std::fs::remove_file(cached);
+            let key = object_key(md5, false);
+            return Err(StoreError::Corrupt {
+                key,
+                remote: ".dvc/cache".into(),
+                expected: md5.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+    } else {
+        // The temporary file exists; a reflink needs the name free.
+        std::fs::remove_file(&tmp).map_err(anyhow::Error::from)?;
+        reflink_copy::reflink_or_copy(cached, &tmp)
+            .with_context(|| format!("cannot copy {} to {}", cached.display(), tmp.display()))?;
     }
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(anyhow::Error::from)?;
     tmp.persist(&dest).map_err(|e| anyhow::anyhow!("cannot write {rel}: {}", e.error))?;
