@@ -2,6 +2,12 @@
 //! onnxruntime) on the same model and a 10,000-row holdout, side by side in one run: wall time
 //! and peak memory (GNU time's maximum RSS), best of three, printed as ratios.
 //!
+//! It also measures the floor, ONNX Runtime's own time: a bare loop of `Model::predict` over the
+//! same rows in the same chunks on one session and one thread, in a process of its own. The
+//! floor for the cores used is `rows × per-row time ÷ cores`; validation's wall time (process
+//! start, loading, reading the CSV, predicting, 200 timed single rows, metrics, the report) is
+//! printed against it.
+//!
 //! Needs the trained model and the data (`cargo xtask train` or `cargo xtask ci` first).
 //! `cargo bench -p slipway-gate --bench validate`
 
@@ -16,6 +22,9 @@ fn main() {
     if let Ok(args) = std::env::var("SLIPWAY_BENCH_CHILD") {
         return child(&args);
     }
+    if let Ok(args) = std::env::var("SLIPWAY_BENCH_FLOOR") {
+        return floor(&args);
+    }
     let root = manifest_dir().join("../..");
     let sh = Shell::new().unwrap();
     let model = root.join("models/model.onnx");
@@ -26,9 +35,13 @@ fn main() {
     let python = bench_venv(&sh, &root);
     let script = root.join("crates/gate/benches/validate_reference.py");
     let me = std::env::current_exe().unwrap();
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut per_row, mut parallel) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let args = format!("{}\t{}", model.display(), holdout.display());
     for _ in 0..ROUNDS {
-        let args = format!("{}\t{}", model.display(), holdout.display());
+        let out = cmd!(sh, "{me}").env("SLIPWAY_BENCH_FLOOR", &args).quiet().read().unwrap();
+        let (row, all) = out.trim().split_once('\t').unwrap();
+        per_row.push(row.parse::<f64>().unwrap());
+        parallel.push(all.parse::<f64>().unwrap());
         ours.push(timed(&sh, cmd!(sh, "/usr/bin/time -f %e\\t%M {me}").env("SLIPWAY_BENCH_CHILD", &args)));
         let out = dir.join("python_report.json");
         theirs.push(timed(&sh, cmd!(sh, "/usr/bin/time -f %e\\t%M {python} {script} {model} {holdout} {out}")));
@@ -36,25 +49,72 @@ fn main() {
     let best =
         |v: &[(f64, u64)]| (v.iter().map(|x| x.0).fold(f64::MAX, f64::min), v.iter().map(|x| x.1).min().unwrap());
     let ((ws, ms), (wp, mp)) = (best(&ours), best(&theirs));
+    let per_row = per_row.iter().copied().fold(f64::MAX, f64::min);
+    let parallel = parallel.iter().copied().fold(f64::MAX, f64::min);
+    let cores = gate::ValidateOptions::new(model.clone(), holdout.clone(), search(&root)).sessions;
+    let floor = ROWS as f64 * per_row / cores as f64;
+    println!("validation of {ROWS} rows, {} (best of {ROUNDS}, {cores} cores used)", model.display());
+    println!("{:<44} {:>10} {:>14}", "", "wall s", "peak RSS MiB");
     println!(
-        "validation of {} rows, {} (best of {ROUNDS}, nproc {})",
-        ROWS,
-        model.display(),
-        std::thread::available_parallelism().map_or(1, usize::from)
+        "{:<44} {:>10.3} {:>14}",
+        format!("floor: {:.1} µs/row bare predict ÷ {cores} cores", per_row * 1e6),
+        floor,
+        ""
     );
-    println!("{:<40} {:>10} {:>14}", "", "wall s", "peak RSS MiB");
-    println!("{:<40} {:>10.3} {:>14.1}", "slipway (Rust, ONNX Runtime)", ws, ms as f64 / 1024.0);
-    println!("{:<40} {:>10.3} {:>14.1}", "python (pandas + onnxruntime)", wp, mp as f64 / 1024.0);
-    println!("python / slipway: wall {:.1}x, peak memory {:.1}x", wp / ws, mp as f64 / ms as f64);
+    println!("{:<44} {:>10.3} {:>14}", format!("bare predict on {cores} sessions at once"), parallel, "");
+    println!("{:<44} {:>10.3} {:>14.1}", "slipway (Rust, ONNX Runtime)", ws, ms as f64 / 1024.0);
+    println!("{:<44} {:>10.3} {:>14.1}", "python (pandas + onnxruntime)", wp, mp as f64 / 1024.0);
+    println!("slipway / floor: wall {:.2}x", ws / floor);
+    println!("python / slipway: wall {:.2}x, peak memory {:.2}x", wp / ws, mp as f64 / ms as f64);
+}
+
+/// Where the bench finds ONNX Runtime: `ORT_DYLIB_PATH`, else the training environment's wheel.
+fn search(root: &Path) -> model::RuntimeSearch {
+    model::RuntimeSearch::new(std::env::var("ORT_DYLIB_PATH").ok().as_deref(), &[root.join(".slipway/train-env")])
+}
+
+/// The floor: seconds per row of a bare loop of `Model::predict` over the holdout, one session
+/// on one thread, in the chunks validation uses, after one warm-up pass; then the seconds of the
+/// same loop on one session per core over disjoint halves (how well the cores scale). Printed
+/// to stdout, tab-separated.
+fn floor(args: &str) {
+    let (model_path, data_path) = args.split_once('\t').unwrap();
+    let root = manifest_dir().join("../..");
+    let runtime = model::load_runtime(&search(&root)).unwrap();
+    let opts = gate::ValidateOptions::new(model_path.into(), data_path.into(), search(&root));
+    let model = model::Model::load(runtime, Path::new(model_path), opts.sessions).unwrap();
+    let data = gate::Dataset::read(Path::new(data_path), &model.signature().kind).unwrap();
+    let chunk = opts.chunk;
+    let predict = |rows: std::ops::Range<usize>| {
+        for first in rows.clone().step_by(chunk) {
+            model.predict(data.batch(first..(first + chunk).min(rows.end))).unwrap();
+        }
+    };
+    let timed = |f: &dyn Fn()| {
+        let start = std::time::Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    };
+    let n = data.len();
+    predict(0..n);
+    let per_row = timed(&|| predict(0..n)) / n as f64;
+    let share = n.div_ceil(opts.sessions);
+    let parallel = timed(&|| {
+        std::thread::scope(|s| {
+            for first in (0..n).step_by(share) {
+                let predict = &predict;
+                s.spawn(move || predict(first..(first + share).min(n)));
+            }
+        })
+    });
+    println!("{per_row}\t{parallel}");
 }
 
 /// Runs `gate::validate` once, as the measured child process.
 fn child(args: &str) {
     let (model, data) = args.split_once('\t').unwrap();
     let root = manifest_dir().join("../..");
-    let search =
-        model::RuntimeSearch::new(std::env::var("ORT_DYLIB_PATH").ok().as_deref(), &[root.join(".slipway/train-env")]);
-    let mut opts = gate::ValidateOptions::new(model.into(), data.into(), search);
+    let mut opts = gate::ValidateOptions::new(model.into(), data.into(), search(&root));
     opts.thresholds.min_accuracy = 0.0;
     opts.thresholds.min_recall = 0.0;
     let (report, _) = gate::validate(&opts);

@@ -78,22 +78,35 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads the model at `path` with `sessions` parallel sessions (at least one).
+    /// Loads the model at `path` with `sessions` parallel sessions (at least one), created on
+    /// as many threads: building a session is most of the load time of a large model.
     pub fn load(runtime: &Runtime, path: &Path, sessions: usize) -> Result<Model, ModelError> {
         if !path.is_file() {
             return Err(ModelError::ModelMissing { path: path.to_path_buf() });
         }
         let invalid = |detail: String| ModelError::ModelInvalid { path: path.to_path_buf(), detail };
-        let mut pool = Vec::new();
-        for _ in 0..sessions.max(1) {
-            let session = Session::builder(&runtime.env)
+        let build = || {
+            Session::builder(&runtime.env)
                 .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
                 .and_then(|mut b| b.commit_from_file(path))
-                .map_err(|e| invalid(e.to_string()))?;
-            pool.push(Mutex::new(session));
-        }
+                .map_err(|e| e.to_string())
+        };
+        let built: Vec<Result<Session, String>> = std::thread::scope(|scope| {
+            let others: Vec<_> = (1..sessions.max(1)).map(|_| scope.spawn(build)).collect();
+            let mut built = vec![build()];
+            built.extend(
+                others.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("session creation panicked".into()))),
+            );
+            built
+        });
+        let pool = built.into_iter().map(|s| s.map(Mutex::new)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
         let signature = signature(&pool[0].lock().expect("new mutex")).map_err(invalid)?;
         Ok(Model { sessions: pool, signature })
+    }
+
+    /// How many predictions can run at once (one per session).
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
     }
 
     /// The model's signature.
