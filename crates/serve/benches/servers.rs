@@ -52,21 +52,14 @@ pub struct Running {
     log: PathBuf,
 }
 
-/// slipway-serve on `model`, loading ONNX Runtime from the bench venv's wheel, with its default
-/// sessions (one per CPU) or just one, like the baseline's one session (its HTTP side still runs
-/// on every core, as uvicorn's cannot).
-pub fn start_slipway(model: &Path, venv: &Path, one_session: bool) -> anyhow::Result<Running> {
+/// slipway-serve on `model`, loading ONNX Runtime from the bench venv's wheel, with its defaults
+/// (one session per CPU).
+pub fn start_slipway(model: &Path, venv: &Path) -> anyhow::Result<Running> {
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["--model", path_str(model)?, "--listen", &listen];
-    let name = if one_session {
-        args.extend(["--sessions", "1"]);
-        "slipway-serve/1"
-    } else {
-        "slipway-serve"
-    };
+    let args = ["--model", path_str(model)?, "--listen", &listen];
     let envs = [("SLIPWAY_PYTHON_ENV", path_str(venv)?)];
-    start(name, env!("CARGO_BIN_EXE_slipway-serve").as_ref(), &args, &envs, port)
+    start("slipway-serve", env!("CARGO_BIN_EXE_slipway-serve").as_ref(), &args, &envs, port)
 }
 
 /// The FastAPI app on `model`: one uvicorn worker (uvloop and httptools), no access log.
@@ -146,6 +139,16 @@ impl Running {
         }
     }
 
+    /// The CPU time the server process has used so far, every thread included (`/proc`).
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // The command name is in parentheses and may hold spaces: fields count from after it.
+        let fields: Vec<&str> = stat.rsplit_once(')').context("no ) in /proc/PID/stat")?.1.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<f64> { Ok(fields.get(i).context("short /proc/PID/stat")?.parse()?) };
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_second())
+    }
+
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -175,4 +178,10 @@ fn path_str(path: &Path) -> anyhow::Result<&str> {
 /// directory that clones share may have been compiled in another clone.
 fn manifest_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
+}
+
+/// The kernel's clock ticks per second, in which `/proc` counts CPU time.
+pub fn clock_ticks_per_second() -> f64 {
+    let read = Shell::new().ok().and_then(|sh| cmd!(sh, "getconf CLK_TCK").quiet().read().ok());
+    read.and_then(|out| out.trim().parse().ok()).unwrap_or(100.0)
 }

@@ -24,6 +24,8 @@ pub struct Outcome {
     pub requests: u64,
     /// Non-2xx answers plus socket errors.
     pub errors: u64,
+    /// The CPU time wrk itself used, in seconds.
+    pub client_cpu: f64,
 }
 
 /// Fails with the fix if `wrk` is not installed.
@@ -53,14 +55,28 @@ pub fn write_script(path: &Path, bodies: &[String]) -> anyhow::Result<()> {
     std::fs::write(path, lua).with_context(|| format!("write {}", path.display()))
 }
 
-/// Runs wrk against `url` with `script` and reads its report.
+/// Runs wrk against `url` with `script`, pinned to the last CPU, and reads its report and the
+/// CPU time it used (GNU time's user and system seconds, on the last line of stderr).
 pub fn run(sh: &Shell, url: &str, script: &Path, load: Load) -> anyhow::Result<Outcome> {
     let (c, t, d) = (load.connections.to_string(), load.threads.to_string(), format!("{}s", load.duration.as_secs()));
-    let out = cmd!(sh, "wrk --latency -c {c} -t {t} -d {d} --timeout 10s -s {script} {url}")
-        .quiet()
-        .read()
-        .with_context(|| format!("load-test {url} with wrk"))?;
-    parse(&out).with_context(|| format!("read wrk's report:\n{out}"))
+    let cpu = (crate::floor::cpus() - 1).to_string();
+    let out = cmd!(
+        sh,
+        "/usr/bin/time -f %U\\t%S taskset -c {cpu} wrk --latency -c {c} -t {t} -d {d} --timeout 10s -s {script} {url}"
+    )
+    .quiet()
+    .output()
+    .with_context(|| format!("load-test {url} with wrk"))?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(out.status.success(), "wrk failed: {stderr}");
+    let client_cpu = stderr
+        .lines()
+        .last()
+        .and_then(|l| l.split_once('\t'))
+        .and_then(|(u, s)| Some(u.trim().parse::<f64>().ok()? + s.trim().parse::<f64>().ok()?))
+        .with_context(|| format!("no CPU times from GNU time in: {stderr}"))?;
+    let outcome = parse(&stdout).with_context(|| format!("read wrk's report:\n{stdout}"))?;
+    Ok(Outcome { client_cpu, ..outcome })
 }
 
 fn parse(out: &str) -> anyhow::Result<Outcome> {
@@ -73,7 +89,7 @@ fn parse(out: &str) -> anyhow::Result<Outcome> {
     let non_2xx: u64 = field("Non-2xx or 3xx responses:").map_or(Ok(0), str::parse)?;
     let socket: u64 = field("Socket errors:")
         .map_or(0, |s| s.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum());
-    Ok(Outcome { requests_per_sec, p50, p99, requests, errors: non_2xx + socket })
+    Ok(Outcome { requests_per_sec, p50, p99, requests, errors: non_2xx + socket, client_cpu: 0.0 })
 }
 
 /// wrk's durations: `812.00us`, `1.23ms`, `2.00s`, `1.00m`.

@@ -22,6 +22,12 @@ pub struct Limits {
     pub chunk_budget: usize,
     /// The most rows in one call into the model, however short.
     pub chunk_rows: usize,
+    /// A request whose rows × longest row is within this many characters is predicted on the
+    /// async worker that read it, when a session is free at once: a few hundred microseconds of
+    /// ONNX Runtime, against the two thread hand-offs the blocking pool costs. Larger requests,
+    /// and any that would wait for a session, go to the blocking pool, so no worker is held up
+    /// for longer than a small prediction.
+    pub inline_budget: usize,
     /// How long a client may take to send a request's headers before its connection is closed.
     pub header_timeout: Duration,
     /// How long a client may take to send a request's body (408 beyond).
@@ -41,6 +47,7 @@ impl Default for Limits {
             max_text_chars: 20_000,
             chunk_budget: 1 << 20,
             chunk_rows: 256,
+            inline_budget: 2_048,
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
             max_connections: 1024,

@@ -199,31 +199,53 @@ pub(crate) async fn handler(State(app): State<App>, admitted: Admitted) -> Resul
     })
 }
 
-/// Runs the model on the blocking pool, at most one prediction per session at a time, in calls
-/// whose padded size stays within the budget; answers come back in the request's order.
+/// Runs the model, at most one prediction per session at a time, in calls whose padded size
+/// stays within the budget; answers come back in the request's order. A small request runs here
+/// on the async worker if a session is free at once (see [`Limits::inline_budget`]); the rest
+/// run on the blocking pool.
 async fn predict(app: &App, loaded: Arc<Loaded>, texts: Vec<String>) -> Result<Vec<RowAnswer>, ApiError> {
     let failed = |message: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message);
-    let permit = app.permits().acquire_owned().await.map_err(|e| failed(e.to_string()))?;
     let limits = app.limits().clone();
-    let rows = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let lengths: Vec<usize> = texts.iter().map(|t| t.chars().count()).collect();
-        let mut rows: Vec<Option<RowAnswer>> = (0..texts.len()).map(|_| None).collect();
-        for chunk in chunks(&lengths, limits.chunk_budget, limits.chunk_rows) {
-            let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
-            let prediction = loaded.model().predict(model::Batch::Texts(&batch))?;
-            for (i, answer) in chunk.into_iter().zip(answers(&loaded, prediction)) {
-                rows[i] = Some(answer);
-            }
+    let lengths: Vec<usize> = texts.iter().map(|t| t.chars().count()).collect();
+    let padded = texts.len() * lengths.iter().copied().max().unwrap_or(0);
+    let rows = match app.permits().try_acquire_owned() {
+        Ok(permit) if padded <= limits.inline_budget => {
+            let _permit = permit;
+            predict_rows(&loaded, &texts, &lengths, &limits)
         }
-        Ok::<_, model::ModelError>(rows)
-    })
-    .await
-    .map_err(|_| failed("the prediction panicked".to_string()))?
-    .map_err(|e| failed(e.to_string()))?;
-    rows.into_iter()
+        free_or_not => {
+            drop(free_or_not);
+            let permit = app.permits().acquire_owned().await.map_err(|e| failed(e.to_string()))?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                predict_rows(&loaded, &texts, &lengths, &limits)
+            })
+            .await
+            .map_err(|_| failed("the prediction panicked".to_string()))?
+        }
+    };
+    rows.map_err(|e| failed(e.to_string()))?
+        .into_iter()
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| failed("the model answered fewer rows than it was given".to_string()))
+}
+
+/// Predicts `texts` in chunks within the budget; each row's answer, in the request's order.
+fn predict_rows(
+    loaded: &Loaded,
+    texts: &[String],
+    lengths: &[usize],
+    limits: &Limits,
+) -> Result<Vec<Option<RowAnswer>>, model::ModelError> {
+    let mut rows: Vec<Option<RowAnswer>> = (0..texts.len()).map(|_| None).collect();
+    for chunk in chunks(lengths, limits.chunk_budget, limits.chunk_rows) {
+        let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
+        let prediction = loaded.model().predict(model::Batch::Texts(&batch))?;
+        for (i, answer) in chunk.into_iter().zip(answers(loaded, prediction)) {
+            rows[i] = Some(answer);
+        }
+    }
+    Ok(rows)
 }
 
 fn answers(loaded: &Loaded, prediction: model::Prediction) -> Vec<RowAnswer> {
