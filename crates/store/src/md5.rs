@@ -89,21 +89,31 @@ const FLUSH_BYTES: usize = 1 << 20;
 
 /// A new file written and hashed on tokio's blocking pool, in batches of up to a MiB: a download
 /// does no file I/O on an async worker thread, and a small object costs one trip to the pool
-/// (create, write and hash together) instead of one per network chunk.
+/// (create, write and hash together) instead of one per network chunk. One batch is written
+/// while the next is received.
 pub struct BlockingWriter {
     path: std::path::PathBuf,
-    /// The file once created, and the digest so far; `None` after a failed write.
+    /// The file once created, and the digest so far, while no batch is being written.
     state: Option<(Option<std::fs::File>, Md5Writer)>,
+    /// The batch being written, which hands the state back.
+    pending: Option<tokio::task::JoinHandle<io::Result<Written>>>,
     buf: Vec<u8>,
 }
 
+type Written = (std::fs::File, Md5Writer, Vec<u8>);
+
 impl BlockingWriter {
-    /// A writer that creates `path` on its first flush.
+    /// A writer that creates `path` with its first batch.
     pub fn new(path: &std::path::Path) -> BlockingWriter {
-        BlockingWriter { path: path.to_path_buf(), state: Some((None, Md5Writer::default())), buf: Vec::new() }
+        BlockingWriter {
+            path: path.to_path_buf(),
+            state: Some((None, Md5Writer::default())),
+            pending: None,
+            buf: Vec::new(),
+        }
     }
 
-    /// Appends `bytes`, writing out once a MiB has gathered.
+    /// Appends `bytes`, handing a batch to the pool once a MiB has gathered.
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= FLUSH_BYTES {
@@ -112,22 +122,32 @@ impl BlockingWriter {
         Ok(())
     }
 
+    /// Waits for the batch being written, if any, and takes the state back.
+    async fn settle(&mut self) -> io::Result<()> {
+        if let Some(pending) = self.pending.take() {
+            let (file, md5, spare) = pending.await.map_err(io::Error::other)??;
+            self.state = Some((Some(file), md5));
+            if self.buf.capacity() < spare.capacity() {
+                self.buf.reserve(spare.capacity());
+            }
+        }
+        Ok(())
+    }
+
     async fn flush(&mut self) -> io::Result<()> {
+        self.settle().await?;
         let (file, mut md5) = self.state.take().ok_or_else(|| io::Error::other("an earlier write failed"))?;
-        let (buf, path) = (std::mem::take(&mut self.buf), self.path.clone());
-        let written = tokio::task::spawn_blocking(move || -> io::Result<_> {
+        let (mut buf, path) = (std::mem::take(&mut self.buf), self.path.clone());
+        self.pending = Some(tokio::task::spawn_blocking(move || -> io::Result<Written> {
             let mut file = match file {
                 Some(file) => file,
                 None => std::fs::File::create(&path)?,
             };
             io::Write::write_all(&mut file, &buf)?;
             md5.update(&buf);
+            buf.clear();
             Ok((file, md5, buf))
-        });
-        let (file, md5, mut buf) = written.await.map_err(io::Error::other)??;
-        buf.clear();
-        self.buf = buf;
-        self.state = Some((Some(file), md5));
+        }));
         Ok(())
     }
 
@@ -135,7 +155,8 @@ impl BlockingWriter {
     /// md5 and length of everything written.
     pub async fn finish(mut self) -> io::Result<(Md5, u64)> {
         self.flush().await?;
-        let (_, md5) = self.state.take().expect("a flush that succeeded leaves its state");
+        self.settle().await?;
+        let (_, md5) = self.state.take().expect("a settled write leaves its state");
         Ok(md5.finish())
     }
 }
