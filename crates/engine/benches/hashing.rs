@@ -195,7 +195,7 @@ struct Row {
 }
 
 fn measure(data: &Path, files: &[Planned], total: u64) -> Result<Vec<Row>> {
-    let cache_path = data.join(STATE).join("stat-cache.json");
+    let cache_path = data.join(STATE).join("stat-cache.bin");
     let cold = best_of(|| {
         remove_if_present(&cache_path)?;
         slipway_pass(data, StatCache::load(&cache_path))

@@ -120,7 +120,7 @@ struct Row {
 }
 
 fn measure(root: &Path, pipeline: &Pipeline, sh: &Shell) -> Result<Vec<Row>> {
-    let cache = root.join(".slipway/stat-cache.json");
+    let cache = root.join(".slipway/stat-cache.bin");
     let before = stamp(&cache)?;
     let fresh = best_of(|| slipway_status(root, pipeline))?;
     // `status` saves the stat cache only when it hashed something, so an untouched file proves

@@ -44,4 +44,4 @@ pub use stat_cache::{CachedDigest, Clock, StatCache, StatKey};
 pub use store::{LocalStore, StepStore};
 pub use tree::{EntryKind, FileEntry, Ignore, TreeHasher, hash_reader};
 pub use walk::{Filter, IGNORE_FILES};
-pub use workspace::{LOGS_DIR, STATE_DIR, Workspace};
+pub use workspace::{LOGS_DIR, STAT_CACHE_FILE, STATE_DIR, Workspace};

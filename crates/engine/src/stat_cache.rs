@@ -17,25 +17,41 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
 use crate::cache_key::Digest;
 use crate::fsutil::write_atomic;
 
 /// A content digest the stat cache can hold: BLAKE3 for the engine, MD5 for DVC data.
-pub trait CachedDigest: Copy + Serialize + DeserializeOwned {
+pub trait CachedDigest: Copy {
     /// Written into the cache file; a file with another namespace is ignored. Bump the version
     /// in it when the entry layout or the way contents are hashed changes.
     const NAMESPACE: &'static str;
+    /// The digest's length in bytes.
+    const LEN: usize;
+    /// Its bytes, `LEN` of them.
+    fn bytes(&self) -> &[u8];
+    /// The digest of `LEN` bytes.
+    fn from_bytes(bytes: &[u8]) -> Self;
 }
 
 impl CachedDigest for Digest {
-    const NAMESPACE: &'static str = "slipway-stat-cache-v1";
+    const NAMESPACE: &'static str = "slipway-stat-cache-v2";
+    const LEN: usize = 32;
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn from_bytes(bytes: &[u8]) -> Digest {
+        Digest(bytes.try_into().expect("32 bytes"))
+    }
 }
 
+/// The file's first bytes; the namespace, the entries and a BLAKE3 of all that follow.
+const MAGIC: &[u8; 8] = b"SLWSTAT\x02";
+
+/// The largest cache file read: about 5 million entries. A larger one is ignored.
+const MAX_FILE_BYTES: u64 = 512 << 20;
+
 /// The stat fields that must all match for a stored digest to be reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatKey {
     size: u64,
     mtime_ns: i64,
@@ -61,18 +77,9 @@ impl StatKey {
 #[derive(Clone, Copy, Debug)]
 pub struct Clock(i64);
 
-#[derive(Serialize, Deserialize)]
-#[serde(bound = "D: CachedDigest")]
 struct Entry<D> {
     stat: StatKey,
     digest: D,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(bound = "D: CachedDigest")]
-struct OnDisk<D> {
-    version: String,
-    entries: HashMap<String, Entry<D>>,
 }
 
 /// Digests of files keyed by path relative to the workspace root.
@@ -83,14 +90,14 @@ pub struct StatCache<D: CachedDigest = Digest> {
 }
 
 impl<D: CachedDigest> StatCache<D> {
-    /// Loads the cache at `path`. A missing, unreadable or outdated file gives an empty cache:
-    /// it only costs hashing again.
+    /// Loads the cache at `path`. A missing, unreadable, corrupt or outdated file gives an empty
+    /// cache: it only costs hashing again.
     pub fn load(path: &Path) -> StatCache<D> {
-        let entries = fs::read(path)
+        let entries = fs::metadata(path)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<OnDisk<D>>(&bytes).ok())
-            .filter(|d| d.version == D::NAMESPACE)
-            .map(|d| d.entries)
+            .filter(|m| m.len() <= MAX_FILE_BYTES)
+            .and_then(|_| fs::read(path).ok())
+            .and_then(|bytes| decode::<D>(&bytes))
             .unwrap_or_default();
         StatCache { path: path.to_path_buf(), entries, dirty: false }
     }
@@ -128,12 +135,85 @@ impl<D: CachedDigest> StatCache<D> {
         if !self.dirty {
             return Ok(());
         }
-        let on_disk = OnDisk { version: D::NAMESPACE.to_string(), entries: std::mem::take(&mut self.entries) };
-        let result =
-            serde_json::to_vec(&on_disk).map_err(io::Error::other).and_then(|bytes| write_atomic(&self.path, &bytes));
-        self.entries = on_disk.entries;
+        let result = write_atomic(&self.path, &encode(&self.entries));
         self.dirty = result.is_err();
         result
+    }
+}
+
+/// The file: [`MAGIC`], then the namespace and the entries, then the BLAKE3 of everything
+/// between the magic and itself. Integers are little-endian; each entry is its path (u32 length,
+/// then UTF-8), its stat fields, and its digest.
+fn encode<D: CachedDigest>(entries: &HashMap<String, Entry<D>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + entries.len() * (64 + D::LEN));
+    out.extend_from_slice(MAGIC);
+    let body = out.len();
+    out.extend_from_slice(&(D::NAMESPACE.len() as u32).to_le_bytes());
+    out.extend_from_slice(D::NAMESPACE.as_bytes());
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (rel, e) in entries {
+        out.extend_from_slice(&(rel.len() as u32).to_le_bytes());
+        out.extend_from_slice(rel.as_bytes());
+        let s = &e.stat;
+        for n in [s.size, s.mtime_ns as u64, s.ctime_ns as u64, s.ino] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(&s.mode.to_le_bytes());
+        out.extend_from_slice(e.digest.bytes());
+    }
+    let sum = blake3::hash(&out[body..]);
+    out.extend_from_slice(sum.as_bytes());
+    out
+}
+
+/// The entries of a cache file, or `None` if it is not one of this namespace, is cut short, has
+/// a bad checksum, or holds anything out of place.
+fn decode<D: CachedDigest>(bytes: &[u8]) -> Option<HashMap<String, Entry<D>>> {
+    let rest = bytes.strip_prefix(MAGIC)?;
+    let (body, sum) = rest.split_at_checked(rest.len().checked_sub(32)?)?;
+    if blake3::hash(body).as_bytes() != sum {
+        return None;
+    }
+    let mut r = Reader(body);
+    let len = r.u32()? as usize;
+    let namespace = r.take(len)?;
+    if namespace != D::NAMESPACE.as_bytes() {
+        return None;
+    }
+    let count = r.u64()?;
+    // Every entry takes at least this many bytes, so a huge count cannot make a huge map.
+    let min_entry = 4 + 8 * 4 + 4 + D::LEN;
+    if count > (r.0.len() / min_entry) as u64 {
+        return None;
+    }
+    let mut entries = HashMap::with_capacity(count as usize);
+    for _ in 0..count {
+        let len = r.u32()? as usize;
+        let rel = std::str::from_utf8(r.take(len)?).ok()?.to_string();
+        let (size, mtime, ctime, ino) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        let stat = StatKey { size, mtime_ns: mtime as i64, ctime_ns: ctime as i64, ino, mode: r.u32()? };
+        let digest = D::from_bytes(r.take(D::LEN)?);
+        entries.insert(rel, Entry { stat, digest });
+    }
+    r.0.is_empty().then_some(entries)
+}
+
+/// Reads little-endian fields off the front of a slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = self.0.split_at_checked(n)?;
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 }
 
@@ -147,7 +227,7 @@ mod tests {
 
     fn cache() -> (tempfile::TempDir, StatCache<Digest>) {
         let dir = tempfile::tempdir().unwrap();
-        let cache = StatCache::load(&dir.path().join("stat.json"));
+        let cache = StatCache::load(&dir.path().join("stat.bin"));
         (dir, cache)
     }
 
@@ -158,7 +238,7 @@ mod tests {
         cache.insert("f", key(100, 100), d, Clock(101));
         assert_eq!(cache.get("f", &key(100, 100)), Some(d));
         cache.save().unwrap();
-        let reloaded = StatCache::<Digest>::load(&dir.path().join("stat.json"));
+        let reloaded = StatCache::<Digest>::load(&dir.path().join("stat.bin"));
         assert_eq!(reloaded.get("f", &key(100, 100)), Some(d));
     }
 
@@ -193,9 +273,54 @@ mod tests {
     #[test]
     fn a_corrupt_cache_file_is_an_empty_cache() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("stat.json"), b"{ not json").unwrap();
-        let cache = StatCache::<Digest>::load(&dir.path().join("stat.json"));
+        fs::write(dir.path().join("stat.bin"), b"{ not a cache").unwrap();
+        let cache = StatCache::<Digest>::load(&dir.path().join("stat.bin"));
         assert!(cache.entries.is_empty());
+    }
+
+    /// A second digest type, as the store's MD5 is: its files are not this cache's.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct Other([u8; 4]);
+
+    impl CachedDigest for Other {
+        const NAMESPACE: &'static str = "test-other-v1";
+        const LEN: usize = 4;
+        fn bytes(&self) -> &[u8] {
+            &self.0
+        }
+        fn from_bytes(bytes: &[u8]) -> Other {
+            Other(bytes.try_into().unwrap())
+        }
+    }
+
+    #[test]
+    fn the_file_round_trips_and_any_damage_or_another_namespace_is_an_empty_cache() {
+        let (dir, mut cache) = cache();
+        for i in 0..300u32 {
+            let stat =
+                StatKey { size: i.into(), mtime_ns: -7, ctime_ns: i64::MAX - 1, ino: u64::MAX - 1, mode: 0o100755 };
+            cache.insert(&format!("data/é/{i}.bin"), stat, Digest::of(&i.to_le_bytes()), Clock(i64::MAX));
+        }
+        cache.save().unwrap();
+        let path = dir.path().join("stat.bin");
+        let reloaded = StatCache::<Digest>::load(&path);
+        assert_eq!(reloaded.entries.len(), 300);
+        for (rel, e) in &cache.entries {
+            assert_eq!(reloaded.get(rel, &e.stat), Some(e.digest), "{rel}");
+        }
+        let good = fs::read(&path).unwrap();
+        for at in [0, 9, 20, good.len() / 2, good.len() - 40, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            fs::write(&path, &bad).unwrap();
+            assert!(StatCache::<Digest>::load(&path).entries.is_empty(), "a flipped byte at {at} was accepted");
+        }
+        for len in [0, 7, 8, 40, good.len() - 1] {
+            fs::write(&path, &good[..len]).unwrap();
+            assert!(StatCache::<Digest>::load(&path).entries.is_empty(), "a file cut at {len} was accepted");
+        }
+        fs::write(&path, &good).unwrap();
+        assert!(StatCache::<Other>::load(&path).entries.is_empty(), "another namespace's file was read");
     }
 
     #[test]

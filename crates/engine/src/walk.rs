@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use rayon::prelude::*;
 
 use crate::fsutil::relative_utf8;
 use crate::tree::Ignore;
@@ -100,27 +101,31 @@ impl IgnoreFiles {
         Ok(matcher)
     }
 
-    /// Whether the ignore files between the root and `abs`'s parent ignore `abs`: the deepest
-    /// file with an opinion decides.
-    pub fn ignores(&self, abs: &Path, is_dir: bool) -> Result<bool> {
-        let mut dir = abs.parent();
-        while let Some(d) = dir {
-            if !d.starts_with(&self.root) {
-                break;
-            }
-            if let Some(m) = self.of(d)? {
-                let verdict = m.matched(abs, is_dir);
-                if verdict.is_ignore() {
-                    return Ok(true);
-                }
-                if verdict.is_whitelist() {
-                    return Ok(false);
-                }
-            }
-            dir = d.parent();
+    /// The matchers that apply to entries of `dir`: its own ignore files' and those of every
+    /// directory above it up to the root, deepest first.
+    fn chain(&self, dir: &Path) -> Result<Vec<std::sync::Arc<Gitignore>>> {
+        let mut chain = Vec::new();
+        let mut at = Some(dir);
+        while let Some(d) = at.filter(|d| d.starts_with(&self.root)) {
+            chain.extend(self.of(d)?);
+            at = d.parent();
         }
-        Ok(false)
+        Ok(chain)
     }
+}
+
+/// Whether `chain` (deepest first) ignores `abs`: the deepest matcher with an opinion decides.
+fn verdict(chain: &[std::sync::Arc<Gitignore>], abs: &Path, is_dir: bool) -> bool {
+    for m in chain {
+        let verdict = m.matched(abs, is_dir);
+        if verdict.is_ignore() {
+            return true;
+        }
+        if verdict.is_whitelist() {
+            return false;
+        }
+    }
+    false
 }
 
 /// Every file under the declared path `rel` (or `rel` itself if it is a file), not following
@@ -135,10 +140,40 @@ pub fn walk(root: &Path, rel: &str, filter: &Filter<'_>, ignores: &IgnoreFiles) 
     if !meta.is_dir() {
         return Ok(Some(vec![Walked { rel: rel.to_string(), meta }]));
     }
+    // The top directory's own entries here; each of its subdirectories is walked on a thread
+    // of its own. Not sorted: the manifest is sorted once, whole.
+    let chain = ignores.chain(&top)?;
+    let (mut found, mut subdirs) = (Vec::new(), Vec::new());
+    for entry in fs::read_dir(&top).with_context(|| format!("cannot walk `{rel}`"))? {
+        let entry = entry.with_context(|| format!("cannot walk `{rel}`"))?;
+        let path = entry.path();
+        let r = relative_utf8(root, &path)?;
+        let kind = entry.file_type().with_context(|| format!("cannot stat `{r}`"))?;
+        if filter.ignore.is_match(&r) || filter.excludes(&r) || verdict(&chain, &path, kind.is_dir()) {
+            continue;
+        }
+        if kind.is_dir() {
+            subdirs.push(path);
+        } else {
+            let meta = fs::symlink_metadata(&path).with_context(|| format!("cannot stat `{r}`"))?;
+            found.push(Walked { rel: r, meta });
+        }
+    }
+    let subtrees: Vec<Result<Vec<Walked>>> =
+        subdirs.par_iter().map(|dir| walk_tree(root, rel, dir, filter, ignores)).collect();
+    for subtree in subtrees {
+        found.extend(subtree?);
+    }
+    Ok(Some(found))
+}
+
+/// Every file under the directory `top`, which is already admitted: entries are checked against
+/// the filter and the ignore files, with the matchers of the directory last seen kept at hand.
+fn walk_tree(root: &Path, rel: &str, top: &Path, filter: &Filter<'_>, ignores: &IgnoreFiles) -> Result<Vec<Walked>> {
     let mut found = Vec::new();
     let mut skipped: Option<anyhow::Error> = None;
-    // Not sorted here: the manifest is sorted once, whole.
-    let walker = walkdir::WalkDir::new(&top).follow_links(false).into_iter().filter_entry(|e| {
+    let mut last: Option<(PathBuf, Vec<std::sync::Arc<Gitignore>>)> = None;
+    let walker = walkdir::WalkDir::new(top).follow_links(false).into_iter().filter_entry(|e| {
         if e.depth() == 0 {
             return true;
         }
@@ -146,13 +181,18 @@ pub fn walk(root: &Path, rel: &str, filter: &Filter<'_>, ignores: &IgnoreFiles) 
         if filter.ignore.is_match(&r) || filter.excludes(&r) {
             return false;
         }
-        match ignores.ignores(e.path(), e.file_type().is_dir()) {
-            Ok(ignored) => !ignored,
-            Err(err) => {
-                skipped.get_or_insert(err);
-                false
+        let parent = e.path().parent().unwrap_or(root);
+        if last.as_ref().is_none_or(|(dir, _)| dir != parent) {
+            match ignores.chain(parent) {
+                Ok(chain) => last = Some((parent.to_path_buf(), chain)),
+                Err(err) => {
+                    skipped.get_or_insert(err);
+                    return false;
+                }
             }
         }
+        let chain = last.as_ref().map(|(_, c)| c.as_slice()).unwrap_or_default();
+        !verdict(chain, e.path(), e.file_type().is_dir())
     });
     for entry in walker {
         let entry = entry.with_context(|| format!("cannot walk `{rel}`"))?;
@@ -165,7 +205,7 @@ pub fn walk(root: &Path, rel: &str, filter: &Filter<'_>, ignores: &IgnoreFiles) 
     }
     match skipped {
         Some(e) => Err(e),
-        None => Ok(Some(found)),
+        None => Ok(found),
     }
 }
 

@@ -15,6 +15,9 @@ use crate::store::{LocalStore, StepStore};
 /// The directory under the root that holds Slipway's state; it belongs in `.gitignore`.
 pub const STATE_DIR: &str = ".slipway";
 
+/// The stat cache's file under [`STATE_DIR`].
+pub const STAT_CACHE_FILE: &str = "stat-cache.bin";
+
 /// Where, under [`STATE_DIR`], each stage's log is kept (`STAGE.log`).
 pub const LOGS_DIR: &str = "logs";
 
@@ -38,7 +41,7 @@ impl Workspace {
         let root = root.to_path_buf();
         let state = root.join(STATE_DIR);
         Workspace {
-            stat: Mutex::new(StatCache::load(&state.join("stat-cache.json"))),
+            stat: Mutex::new(StatCache::load(&state.join(STAT_CACHE_FILE))),
             store: Box::new(LocalStore::new(state.join("cache"))),
             root,
             env,

@@ -15,7 +15,7 @@ use crate::fixture::Repo;
 /// Hashes `paths` through a fresh load of the stat cache, as a new process would; returns the
 /// manifest and how many bytes were read.
 fn pass(repo: &Repo, paths: &[&str]) -> (Vec<FileEntry>, u64) {
-    let cache_path = repo.path(".slipway/stat-cache.json");
+    let cache_path = repo.path(".slipway/stat-cache.bin");
     let stat = Mutex::new(StatCache::load(&cache_path));
     let bytes = AtomicU64::new(0);
     let progress = |n: u64| {

@@ -234,7 +234,7 @@ impl<'a> Case<'a> {
     }
 
     fn nothing_to_do(&self) -> Result<(Duration, Duration, Duration)> {
-        let stat_cache = self.clone.join(".slipway/md5-stat-cache.json");
+        let stat_cache = self.clone.join(".slipway/md5-stat-cache.bin");
         let before = stamp(&stat_cache)?;
         let (mut slipway, mut status, mut pull) = (Duration::MAX, Duration::MAX, Duration::MAX);
         for _ in 0..NOOP_RUNS {

@@ -89,6 +89,9 @@ impl DvcCache {
     }
 }
 
+/// The md5 stat cache's file under `.slipway/`.
+pub const MD5_STAT_CACHE_FILE: &str = "md5-stat-cache.bin";
+
 /// Workspace md5s, reused while a file's stat fields are unchanged.
 pub struct WorkspaceHashes {
     root: PathBuf,
@@ -98,7 +101,7 @@ pub struct WorkspaceHashes {
 impl WorkspaceHashes {
     /// Loads the stat cache kept under `.slipway/`.
     pub fn load(root: &Path) -> WorkspaceHashes {
-        let path = root.join(engine::STATE_DIR).join("md5-stat-cache.json");
+        let path = root.join(engine::STATE_DIR).join(MD5_STAT_CACHE_FILE);
         WorkspaceHashes { root: root.to_path_buf(), stat: Mutex::new(StatCache::load(&path)) }
     }
 

@@ -61,7 +61,14 @@ impl<'de> Deserialize<'de> for Md5 {
 }
 
 impl engine::CachedDigest for Md5 {
-    const NAMESPACE: &'static str = "slipway-md5-stat-cache-v1";
+    const NAMESPACE: &'static str = "slipway-md5-stat-cache-v2";
+    const LEN: usize = 16;
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn from_bytes(bytes: &[u8]) -> Md5 {
+        Md5(bytes.try_into().expect("16 bytes"))
+    }
 }
 
 /// Incremental MD5, also counting bytes.
