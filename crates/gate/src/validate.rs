@@ -14,6 +14,9 @@ use crate::dataset::Dataset;
 use crate::metrics::{Latency, classify};
 use crate::report::{Artifact, Machine, REPORT_SCHEMA, Regression, RuntimeInfo, Thresholds, ValidationReport};
 
+/// The most sessions validation opens by default, whatever the number of cores.
+pub const MAX_SESSIONS: usize = 8;
+
 /// What to validate, against what.
 #[derive(Clone, Debug)]
 pub struct ValidateOptions {
@@ -36,6 +39,7 @@ pub struct ValidateOptions {
     pub chunk: usize,
     /// ONNX Runtime sessions, one per thread, that predict the holdout: disjoint shares of its
     /// rows, one session each. Single-row latency is timed afterwards on one session alone.
+    /// [`MAX_SESSIONS`] at most by default: each session holds its own copy of the model.
     pub sessions: usize,
 }
 
@@ -50,7 +54,7 @@ impl ValidateOptions {
             runtime,
             latency_samples: 200,
             chunk: 16,
-            sessions: std::thread::available_parallelism().map_or(1, usize::from),
+            sessions: std::thread::available_parallelism().map_or(1, usize::from).min(MAX_SESSIONS),
         }
     }
 }
