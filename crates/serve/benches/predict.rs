@@ -2,11 +2,11 @@
 //! FastAPI + uvicorn + onnxruntime server on the same model, measured by `wrk` in one run and
 //! printed side by side with their ratios.
 //!
-//! The floor is measured in the same run: a bare loop of `Model::predict` over the same bodies'
-//! texts, one session per thread, no HTTP. `wrk` runs pinned to the last CPU with one thread; the
-//! servers may use every CPU, so the cores they get are the machine's minus the CPU time wrk
-//! itself used (read from `/proc`). Each server's throughput is printed against the floor's rate
-//! on those cores.
+//! The floor is measured in the same run: a bare loop of `Model::predict` over the texts the
+//! requests carry, one session per thread, no HTTP. `wrk` runs pinned to the last CPU with one
+//! thread; the servers may use every CPU, so the cores they get are the machine's minus the CPU
+//! time wrk itself used (from GNU time). Each server's throughput is printed against the floor's
+//! rate on those cores, with its own CPU time per request (from `/proc`).
 //!
 //! `cargo bench -p slipway-serve --bench predict`. Needs `models/model.onnx` (`cargo xtask ci`),
 //! the training environment and uv (`cargo xtask deps`) and `wrk` (`apt-get install wrk`).
