@@ -208,13 +208,10 @@ async fn predict(app: &App, loaded: Arc<Loaded>, texts: Vec<String>) -> Result<V
     let limits = app.limits().clone();
     let lengths: Vec<usize> = texts.iter().map(|t| t.chars().count()).collect();
     let padded = texts.len() * lengths.iter().copied().max().unwrap_or(0);
-    let rows = match app.permits().try_acquire_owned() {
-        Ok(permit) if padded <= limits.inline_budget => {
-            let _permit = permit;
-            predict_rows(&loaded, &texts, &lengths, &limits)
-        }
-        free_or_not => {
-            drop(free_or_not);
+    let free_now = (padded <= limits.inline_budget).then(|| app.permits().try_acquire_owned().ok()).flatten();
+    let rows = match free_now {
+        Some(_permit) => predict_rows(&loaded, &texts, &lengths, &limits),
+        None => {
             let permit = app.permits().acquire_owned().await.map_err(|e| failed(e.to_string()))?;
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
