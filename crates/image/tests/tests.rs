@@ -4,6 +4,7 @@
 
 mod build;
 mod docker;
+mod dockerfile;
 mod fixture;
 mod push;
 mod sbom;
