@@ -98,6 +98,17 @@ fn docker_runs_the_real_server_image_and_it_predicts() {
     let label = answer["label"].as_str().unwrap_or_else(|| panic!("no label in {body}"));
     assert!(answer["probabilities"].get(label).is_some(), "the label is not among the probabilities: {body}");
     println!("/predict answered {body}");
+    // The Open Inference Protocol, through a real client of it (tritonclient, from the tools).
+    let client = fixture::root().join("crates/serve/tests/oip_client.py");
+    let python = fixture::root().join(".slipway/tools/bin/python");
+    let (url, rows) = (format!("127.0.0.1:{port}"), r#"["a wonderful, moving film", "dull and boring"]"#);
+    let out = cmd!(sh, "{python} {client} {url} model {rows}").quiet().read().expect("the protocol client failed");
+    let got: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("the client printed no JSON ({e}): {out}"));
+    assert_eq!((&got["ready"], &got["model_ready"]), (&Value::Bool(true), &Value::Bool(true)), "{got}");
+    assert_eq!(got["metadata"]["inputs"][0]["datatype"], "BYTES", "{got}");
+    for form in ["json", "binary"] {
+        assert_eq!(got["results"][form]["labels"][0], label, "{form}: {got}");
+    }
 }
 
 /// Builds `slipway-serve` the way `cargo test` builds the workspace, and returns its path.

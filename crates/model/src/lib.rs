@@ -7,7 +7,7 @@ mod runtime;
 
 use std::path::PathBuf;
 
-pub use model::{Batch, InputKind, Model, Prediction, Signature};
+pub use model::{Batch, InputKind, Model, Prediction, Signature, TensorMeta, Tensors};
 pub use runtime::{Runtime, RuntimeSearch, load as load_runtime};
 
 /// Why a model could not be loaded or run.

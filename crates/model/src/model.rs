@@ -34,6 +34,66 @@ pub struct Signature {
     /// Class names in the order of the probability columns, from the model's metadata
     /// (`classes`, a JSON list), if it has them.
     pub classes: Option<Vec<String>>,
+    /// The input and the outputs Slipway reads, with their element types and shapes: what an
+    /// Open Inference Protocol client is told about the model.
+    pub tensors: Tensors,
+}
+
+/// The tensors of a [`Signature`], described as the Open Inference Protocol describes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tensors {
+    /// The one input.
+    pub input: TensorMeta,
+    /// The label output.
+    pub label: TensorMeta,
+    /// The probabilities output, if any.
+    pub probabilities: Option<TensorMeta>,
+}
+
+/// A tensor's name, element type (the protocol's names: `BYTES`, `FP32`, `INT64`, …) and shape
+/// (`-1` for a dimension the model leaves open).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorMeta {
+    /// Its name in the model.
+    pub name: String,
+    /// Its element type.
+    pub datatype: &'static str,
+    /// Its shape.
+    pub shape: Vec<i64>,
+}
+
+impl TensorMeta {
+    fn of(name: &str, value: &ValueType) -> TensorMeta {
+        let (datatype, shape) = match value {
+            ValueType::Tensor { ty, shape, .. } => {
+                (datatype(*ty), shape.iter().map(|d| if *d < 0 { -1 } else { *d }).collect())
+            }
+            _ => ("BYTES", Vec::new()),
+        };
+        TensorMeta { name: name.to_string(), datatype, shape }
+    }
+}
+
+/// The Open Inference Protocol's name of an ONNX element type.
+fn datatype(ty: TensorElementType) -> &'static str {
+    use TensorElementType as T;
+    match ty {
+        T::Bool => "BOOL",
+        T::Uint8 => "UINT8",
+        T::Uint16 => "UINT16",
+        T::Uint32 => "UINT32",
+        T::Uint64 => "UINT64",
+        T::Int8 => "INT8",
+        T::Int16 => "INT16",
+        T::Int32 => "INT32",
+        T::Int64 => "INT64",
+        T::Float16 => "FP16",
+        T::Float32 => "FP32",
+        T::Float64 => "FP64",
+        T::Bfloat16 => "BF16",
+        T::String => "BYTES",
+        _ => "BYTES",
+    }
 }
 
 /// Rows to predict.
@@ -222,11 +282,17 @@ fn signature(session: &Session) -> Result<Signature, String> {
         .ok()
         .and_then(|m| m.custom("classes"))
         .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok());
+    let tensors = Tensors {
+        input: TensorMeta::of(input.name(), input.dtype()),
+        label: TensorMeta::of(label.name(), label.dtype()),
+        probabilities: probabilities.map(|o| TensorMeta::of(o.name(), o.dtype())),
+    };
     Ok(Signature {
         input: input.name().to_string(),
         kind,
         label: label.name().to_string(),
         probabilities: probabilities.map(|o| o.name().to_string()),
         classes,
+        tensors,
     })
 }

@@ -34,23 +34,31 @@ struct Shared {
     /// The `/predict` requests taken at once (reading their body, waiting, predicting).
     admission: Arc<Semaphore>,
     limits: Limits,
+    model_name: String,
 }
 
 impl App {
-    /// A loading server whose predictions run `sessions` at a time, within `limits`.
-    pub fn new(sessions: usize, limits: Limits) -> App {
+    /// A loading server whose predictions run `sessions` at a time, within `limits`, serving
+    /// its model as `model_name` on the Open Inference Protocol's paths.
+    pub fn new(sessions: usize, limits: Limits, model_name: &str) -> App {
         App(Arc::new(Shared {
             readiness: RwLock::new(Readiness::Loading),
             metrics: Metrics::default(),
             permits: Arc::new(Semaphore::new(sessions.max(1))),
             admission: Arc::new(Semaphore::new(limits.max_predict_requests.max(1))),
             limits,
+            model_name: model_name.to_string(),
         }))
     }
 
     /// The limits the server enforces.
     pub fn limits(&self) -> &Limits {
         &self.0.limits
+    }
+
+    /// The model's name on the Open Inference Protocol's paths (`/v2/models/{name}`).
+    pub fn model_name(&self) -> &str {
+        &self.0.model_name
     }
 
     /// Where the server is now.

@@ -1,5 +1,6 @@
-//! The Slipway model server: one ONNX model behind `/predict`, with `/healthz`, `/readyz` and
-//! `/metrics`, as a library so tests can run it in-process and `main.rs` stays thin.
+//! The Slipway model server: one ONNX model — text or feature rows — behind `/predict` and the
+//! Open Inference Protocol's `/v2` endpoints, with `/healthz`, `/readyz` and `/metrics`, as a
+//! library so tests can run it in-process and `main.rs` stays thin.
 //!
 //! The listener is bound before anything else ([`Server::bind`]), so a taken port fails at once;
 //! the model then loads in the background while `/healthz` already answers ([`Server::run`]).
@@ -11,6 +12,7 @@ mod load;
 mod metrics;
 mod predict;
 mod routes;
+mod v2;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,6 +25,9 @@ use tokio::sync::oneshot;
 pub use app::{App, Readiness};
 pub use limits::{Limits, chunks};
 pub use load::{LoadError, Loaded};
+/// The model's name on the Open Inference Protocol's paths unless told otherwise.
+pub const DEFAULT_MODEL_NAME: &str = "model";
+
 /// How long a shutdown waits for in-flight requests by default.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +42,8 @@ pub struct Config {
     pub sessions: usize,
     /// The version to report; `None` means the first 12 hex digits of the model's BLAKE3.
     pub model_version: Option<String>,
+    /// The model's name on the Open Inference Protocol's paths (`/v2/models/{name}`).
+    pub model_name: String,
     /// Where to find ONNX Runtime.
     pub runtime: model::RuntimeSearch,
     /// How long a shutdown waits for in-flight requests before giving up on them.
@@ -54,6 +61,7 @@ impl Config {
             listen,
             sessions,
             model_version: None,
+            model_name: DEFAULT_MODEL_NAME.to_string(),
             runtime,
             drain_timeout: DRAIN_TIMEOUT,
             limits: Limits::default(),
@@ -106,7 +114,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-        Ok(Server { listener, app: App::new(config.sessions, config.limits.clone()), config })
+        Ok(Server { listener, app: App::new(config.sessions, config.limits.clone(), &config.model_name), config })
     }
 
     /// The address actually bound (the real port when 0 was asked for).

@@ -18,7 +18,10 @@ pub struct Limits {
     pub max_rows: usize,
     /// The longest text, in characters (413 beyond).
     pub max_text_chars: usize,
-    /// The work of one call into the model: rows × the longest text in them, in characters.
+    /// The most features in one row of a feature model (413 beyond).
+    pub max_features: usize,
+    /// The work of one call into the model: rows × the longest text in them, in characters (or
+    /// rows × features, for a feature model).
     pub chunk_budget: usize,
     /// The most rows in one call into the model, however short.
     pub chunk_rows: usize,
@@ -45,6 +48,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_rows: 1024,
             max_text_chars: 20_000,
+            max_features: 10_000,
             chunk_budget: 1 << 20,
             chunk_rows: 256,
             inline_budget: 2_048,

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use model::{InputKind, Model};
+use model::Model;
 
 use crate::{App, Config};
 
@@ -31,14 +31,6 @@ pub enum LoadError {
     /// ONNX Runtime or the model failed to load.
     #[error(transparent)]
     Model(#[from] model::ModelError),
-    /// The model takes float features; the server's API is text.
-    #[error("{} takes float features as `{input}`; slipway-serve serves text models only", path.display())]
-    NotText {
-        /// The model file.
-        path: PathBuf,
-        /// Its input's name.
-        input: String,
-    },
     /// The loading task panicked.
     #[error("loading the model panicked")]
     Panicked,
@@ -52,7 +44,6 @@ impl LoadError {
                 Some("pass the model file with --model or SLIPWAY_MODEL")
             }
             LoadError::Model(e) => e.help(),
-            LoadError::NotText { .. } => Some("serve a model whose input is a string tensor `[N, 1]`"),
             LoadError::Panicked => None,
         }
     }
@@ -65,11 +56,7 @@ impl Loaded {
         let digest = digest_of(path)?;
         let runtime = model::load_runtime(&config.runtime)?;
         let model = Model::load(runtime, path, config.sessions)?;
-        let signature = model.signature();
-        if signature.kind != InputKind::Text {
-            return Err(LoadError::NotText { path: path.clone(), input: signature.input.clone() });
-        }
-        let classes = signature.classes.clone().unwrap_or_default();
+        let classes = model.signature().classes.clone().unwrap_or_default();
         let version = config.model_version.clone().unwrap_or_else(|| digest[..12].to_string());
         Ok(Loaded { model, version, digest: format!("blake3:{digest}"), classes })
     }

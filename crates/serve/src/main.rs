@@ -17,14 +17,17 @@ Exit codes:
 ONNX Runtime is loaded from ORT_DYLIB_PATH (the libonnxruntime.so file), else from the
 onnxruntime package of the virtualenv named by SLIPWAY_PYTHON_ENV.
 
-Endpoints: POST /predict, GET /healthz (200 once listening), GET /readyz (200 once the model
-is loaded, 503 before or if loading failed), GET /metrics (Prometheus).
+Endpoints: POST /predict (a JSON object with text, texts, features or instances), GET /healthz
+(200 once listening), GET /readyz (200 once the model is loaded, 503 before or if loading
+failed), GET /metrics (Prometheus), and the Open Inference Protocol (KServe v2): GET /v2,
+/v2/health/live, /v2/health/ready, /v2/models/NAME[/ready], POST /v2/models/NAME/infer.
 
-Limits: a body of at most 1 MiB and 1,024 texts (413), each text within --max-text-chars (413),
+Limits: a body of at most 1 MiB and 1,024 rows (413), each text within --max-text-chars and each
+feature row within 10,000 values (413),
 headers within 5 s (the connection is closed) and the body within 10 s (408); /predict requests
 beyond --max-requests are shed with 503 and Retry-After, while /healthz and /metrics answer.";
 
-/// Serve an ONNX text classifier over HTTP.
+/// Serve an ONNX classifier (text or feature rows) over HTTP.
 #[derive(Parser)]
 #[command(name = "slipway-serve", version, after_help = EXIT_CODES)]
 struct Cli {
@@ -50,6 +53,18 @@ struct Cli {
     /// digits of the model file's BLAKE3].
     #[arg(long, env = "SLIPWAY_MODEL_VERSION")]
     model_version: Option<String>,
+    /// The model's name in the Open Inference Protocol's paths (/v2/models/NAME).
+    #[arg(long, env = "SLIPWAY_MODEL_NAME", default_value = serve::DEFAULT_MODEL_NAME, value_parser = model_name)]
+    model_name: String,
+}
+
+/// A name that fits in a URL path segment as it is.
+fn model_name(name: &str) -> Result<String, String> {
+    let ok = (1..=128).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name != "."
+        && name != "..";
+    if ok { Ok(name.to_string()) } else { Err("use 1 to 128 of A-Z, a-z, 0-9, `-`, `_` and `.`".to_string()) }
 }
 
 impl Cli {
@@ -63,6 +78,7 @@ impl Cli {
             config.sessions = n as usize;
         }
         config.model_version = self.model_version.filter(|v| !v.is_empty());
+        config.model_name = self.model_name;
         config.limits.max_text_chars = self.max_text_chars as usize;
         config.limits.max_predict_requests = self.max_requests as usize;
         config.limits.max_connections = self.max_connections as usize;

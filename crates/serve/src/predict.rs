@@ -7,14 +7,13 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::app::App;
 use crate::limits::{Limits, RETRY_AFTER_SECONDS, chunks};
 use crate::load::Loaded;
 
-const FORMS: &str = r#"expected a JSON object {"text": "..."} or {"texts": ["...", ...]}"#;
+const FORMS: &str = r#"expected a JSON object: {"text": "..."}, {"texts": ["...", ...]}, {"features": [x, ...]} or {"instances": [[x, ...], ...]}"#;
 
 /// An error answered as `{"error": "..."}` with its status.
 #[derive(Debug)]
@@ -47,24 +46,66 @@ pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
     }
 }
 
-/// The two accepted bodies, told apart by their one field.
-#[derive(Debug, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum PredictRequest {
-    Single(Single),
-    Batch(Batch),
+/// The rows of one request, within the server's limits but not yet held to the model.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Rows {
+    /// One text per row.
+    Texts(Vec<String>),
+    /// One feature row per row, all of one width.
+    Features(Vec<Vec<f32>>),
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Single {
-    text: String,
+impl Rows {
+    /// How many rows.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Rows::Texts(t) => t.len(),
+            Rows::Features(f) => f.len(),
+        }
+    }
+
+    /// The work of each row, for cutting a request into calls within the budget: a text's
+    /// characters, a feature row's width.
+    fn costs(&self) -> Vec<usize> {
+        match self {
+            Rows::Texts(t) => t.iter().map(|t| t.chars().count()).collect(),
+            Rows::Features(f) => f.iter().map(Vec::len).collect(),
+        }
+    }
+
+    /// Whether the model takes these rows: the kind of input and, where the model fixes it,
+    /// the width (422 with what to send otherwise).
+    pub(crate) fn fit(&self, signature: &model::Signature) -> Result<(), ApiError> {
+        let unfit = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message);
+        let input = &signature.input;
+        match (self, &signature.kind) {
+            (Rows::Texts(_), model::InputKind::Text) => Ok(()),
+            (Rows::Features(rows), model::InputKind::Features { width }) => match width {
+                Some(w) if rows[0].len() != *w => Err(unfit(format!(
+                    "the model takes {w} features per row (its input `{input}`); the request has {}",
+                    rows[0].len()
+                ))),
+                _ => Ok(()),
+            },
+            (Rows::Texts(_), model::InputKind::Features { width }) => {
+                let width = width.map_or("float".to_string(), |w| format!("{w} float"));
+                Err(unfit(format!(
+                    r#"the model takes {width} features per row (its input `{input}`), not text; send {{"features": [x, ...]}} or {{"instances": [[x, ...], ...]}}"#
+                )))
+            }
+            (Rows::Features(_), model::InputKind::Text) => Err(unfit(format!(
+                r#"the model takes text (its input `{input}`), not features; send {{"text": "..."}} or {{"texts": ["...", ...]}}"#
+            ))),
+        }
+    }
 }
 
-#[derive(Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Batch {
-    texts: Vec<String>,
+/// A `/predict` body: its rows, and whether it was the single-row form (answered as one
+/// object rather than a list).
+#[derive(Debug, PartialEq)]
+pub(crate) struct PredictRequest {
+    pub(crate) rows: Rows,
+    pub(crate) single: bool,
 }
 
 impl PredictRequest {
@@ -77,28 +118,112 @@ impl PredictRequest {
                 serde_json::error::Category::Data => neither(),
                 _ => ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
             })?;
-        let request = PredictRequest::deserialize(serde_json::Value::Object(object)).map_err(|_| neither())?;
-        let texts = match &request {
-            PredictRequest::Single(Single { text }) => std::slice::from_ref(text),
-            PredictRequest::Batch(Batch { texts }) => texts.as_slice(),
+        let mut fields = object.into_iter();
+        let (Some((key, value)), None) = (fields.next(), fields.next()) else { return Err(neither()) };
+        let (rows, single) = match (key.as_str(), value) {
+            ("text", serde_json::Value::String(text)) => (Rows::Texts(vec![text]), true),
+            ("texts", value) => {
+                let texts: Vec<String> = serde_json::from_value(value).map_err(|_| neither())?;
+                (Rows::Texts(texts), false)
+            }
+            ("features", serde_json::Value::Array(values)) => {
+                (Rows::Features(vec![feature_row("features", values, limits)?]), true)
+            }
+            ("instances", serde_json::Value::Array(rows)) => {
+                check_count("instances", "rows", rows.len(), limits)?;
+                let rows = rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, row)| match row {
+                        serde_json::Value::Array(values) => feature_row(&format!("instances[{i}]"), values, limits),
+                        other => Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("instances[{i}] is {}, not a list of numbers", kind_of(&other)),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (Rows::Features(rows), false)
+            }
+            _ => return Err(neither()),
         };
-        if texts.is_empty() {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "`texts` is empty; send at least one text"));
+        check_rows(&rows, limits)?;
+        Ok(PredictRequest { rows, single })
+    }
+}
+
+/// At least one row and at most the limit.
+fn check_count(field: &str, what: &str, n: usize, limits: &Limits) -> Result<(), ApiError> {
+    if n == 0 {
+        let one = what.trim_end_matches('s');
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("`{field}` is empty; send at least one {one}")));
+    }
+    if n > limits.max_rows {
+        let msg = format!("{n} {what} in one request; the limit is {}", limits.max_rows);
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg));
+    }
+    Ok(())
+}
+
+/// What every request form must hold to: a row count within the limit, texts within the
+/// length cap, feature rows of one width.
+pub(crate) fn check_rows(rows: &Rows, limits: &Limits) -> Result<(), ApiError> {
+    match rows {
+        Rows::Texts(texts) => {
+            check_count("texts", "texts", texts.len(), limits)?;
+            if let Some((i, n)) =
+                texts.iter().map(|t| t.chars().count()).enumerate().find(|(_, n)| *n > limits.max_text_chars)
+            {
+                let msg = format!(
+                    "text {i} is {n} characters long; the limit is {} (the server's --max-text-chars)",
+                    limits.max_text_chars
+                );
+                return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg));
+            }
         }
-        if texts.len() > limits.max_rows {
-            let msg = format!("{} texts in one request; the limit is {}", texts.len(), limits.max_rows);
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg));
+        Rows::Features(rows) => {
+            check_count("instances", "rows", rows.len(), limits)?;
+            if let Some(i) = rows.iter().position(|r| r.len() != rows[0].len()) {
+                let msg = format!("row {i} has {} features; row 0 has {}", rows[i].len(), rows[0].len());
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, msg));
+            }
         }
-        if let Some((i, n)) =
-            texts.iter().map(|t| t.chars().count()).enumerate().find(|(_, n)| *n > limits.max_text_chars)
-        {
-            let msg = format!(
-                "text {i} is {n} characters long; the limit is {} (the server's --max-text-chars)",
-                limits.max_text_chars
-            );
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg));
+    }
+    Ok(())
+}
+
+/// One row of features from JSON numbers, each finite in float32, the width within the limit.
+pub(crate) fn feature_row(at: &str, values: Vec<serde_json::Value>, limits: &Limits) -> Result<Vec<f32>, ApiError> {
+    if values.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("{at} is empty; send at least one feature")));
+    }
+    if values.len() > limits.max_features {
+        let msg = format!("{at} has {} features; the limit is {}", values.len(), limits.max_features);
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg));
+    }
+    values.iter().enumerate().map(|(j, v)| feature(&format!("{at}[{j}]"), v)).collect()
+}
+
+/// One feature value: a JSON number that float32 can hold.
+pub(crate) fn feature(at: &str, value: &serde_json::Value) -> Result<f32, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    match value {
+        serde_json::Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(f64::NAN) as f32;
+            if x.is_finite() { Ok(x) } else { Err(bad(format!("{at} is {n}, beyond the range of float32"))) }
         }
-        Ok(request)
+        other => Err(bad(format!("{at} is {}, not a number", kind_of(other)))),
+    }
+}
+
+/// "a string", "null", … for an error message.
+pub(crate) fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -109,45 +234,66 @@ pub(crate) struct Admitted {
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// The body extractor: a slot (503 with `Retry-After` when every slot is taken, before a byte
-/// of the body is read), a JSON content type, the body within the size limit and the time
-/// limit (408), then one of the two forms within the limits.
+/// A request body admitted to a prediction endpoint, read but not parsed; the slot is held
+/// until the answer is written.
+pub(crate) struct AdmittedBody {
+    pub(crate) headers: axum::http::HeaderMap,
+    pub(crate) body: Bytes,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Takes a slot (503 with `Retry-After` when every slot is taken, before a byte of the body is
+/// read), checks the content type with `content_type_ok`, and reads the body within the size
+/// limit and the time limit (408).
+pub(crate) async fn admit(
+    req: Request,
+    app: &App,
+    content_type_ok: fn(Option<&header::HeaderValue>) -> bool,
+) -> Result<AdmittedBody, ApiError> {
+    let slot = app.admission().try_acquire_owned().map_err(|_| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy; retry after the Retry-After seconds")
+    })?;
+    if !content_type_ok(req.headers().get(header::CONTENT_TYPE)) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let headers = req.headers().clone();
+    let limits = app.limits();
+    let read = tokio::time::timeout(limits.body_timeout, Bytes::from_request(req, app));
+    let body = read
+        .await
+        .map_err(|_| {
+            let msg = format!("the body did not arrive within {:?}", limits.body_timeout);
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, msg)
+        })?
+        .map_err(|rejection| {
+            let status = rejection.status();
+            match status {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::new(status, format!("the body is over the limit of {} bytes", limits.max_body_bytes))
+                }
+                _ => ApiError::new(status, format!("cannot read the body: {}", rejection.body_text())),
+            }
+        })?;
+    Ok(AdmittedBody { headers, body, _slot: slot })
+}
+
+/// The body extractor of `/predict`: admitted with a JSON content type, then one of the forms
+/// within the limits.
 impl FromRequest<App> for Admitted {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &App) -> Result<Self, Self::Rejection> {
-        let slot = app.admission().try_acquire_owned().map_err(|_| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy; retry after the Retry-After seconds")
-        })?;
-        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the body as Content-Type: application/json",
-            ));
-        }
-        let limits = app.limits();
-        let read = tokio::time::timeout(limits.body_timeout, Bytes::from_request(req, app));
-        let body = read
-            .await
-            .map_err(|_| {
-                let msg = format!("the body did not arrive within {:?}", limits.body_timeout);
-                ApiError::new(StatusCode::REQUEST_TIMEOUT, msg)
-            })?
-            .map_err(|rejection| {
-                let status = rejection.status();
-                match status {
-                    StatusCode::PAYLOAD_TOO_LARGE => {
-                        ApiError::new(status, format!("the body is over the limit of {} bytes", limits.max_body_bytes))
-                    }
-                    _ => ApiError::new(status, format!("cannot read the body: {}", rejection.body_text())),
-                }
-            })?;
-        Ok(Admitted { request: PredictRequest::parse(&body, limits)?, _slot: slot })
+        let admitted = admit(req, app, is_json).await?;
+        let request = PredictRequest::parse(&admitted.body, app.limits())?;
+        Ok(Admitted { request, _slot: admitted._slot })
     }
 }
 
 /// `application/json`, with or without parameters such as `charset`.
-fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+pub(crate) fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else { return false };
     let essence = value.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/json")
@@ -155,8 +301,8 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
 
 /// One row's answer: its label and its probabilities keyed by class, in column order.
 pub(crate) struct RowAnswer {
-    label: String,
-    probabilities: Vec<(String, f32)>,
+    pub(crate) label: String,
+    pub(crate) probabilities: Vec<(String, f32)>,
 }
 
 impl Serialize for RowAnswer {
@@ -174,17 +320,19 @@ impl Serialize for RowAnswer {
     }
 }
 
+/// The loaded model, or 503 while it loads.
+pub(crate) fn loaded(app: &App) -> Result<Arc<Loaded>, ApiError> {
+    app.loaded().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is not loaded yet; poll /readyz until it answers 200")
+    })
+}
+
 /// `POST /predict`.
 pub(crate) async fn handler(State(app): State<App>, admitted: Admitted) -> Result<Response, ApiError> {
-    let request = admitted.request;
-    let loaded = app.loaded().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is not loaded yet; poll /readyz until it answers 200")
-    })?;
-    let (texts, single) = match request {
-        PredictRequest::Single(Single { text }) => (vec![text], true),
-        PredictRequest::Batch(Batch { texts }) => (texts, false),
-    };
-    let rows = predict(&app, loaded, texts).await?;
+    let PredictRequest { rows, single } = admitted.request;
+    let loaded = loaded(&app)?;
+    rows.fit(loaded.model().signature())?;
+    let rows = predict(&app, loaded, rows).await?;
     app.metrics().predicted(rows.iter().map(|r| &r.label));
     Ok(if single {
         json(StatusCode::OK, &rows[0])
@@ -202,47 +350,60 @@ pub(crate) async fn handler(State(app): State<App>, admitted: Admitted) -> Resul
 /// Runs the model, at most one prediction per session at a time, in calls whose padded size
 /// stays within the budget; answers come back in the request's order. A small request runs here
 /// on the async worker if a session is free at once (see [`Limits::inline_budget`]); the rest
-/// run on the blocking pool.
-async fn predict(app: &App, loaded: Arc<Loaded>, texts: Vec<String>) -> Result<Vec<RowAnswer>, ApiError> {
+/// run on the blocking pool. The rows must [fit](Rows::fit) the model.
+pub(crate) async fn predict(app: &App, loaded: Arc<Loaded>, rows: Rows) -> Result<Vec<RowAnswer>, ApiError> {
     let failed = |message: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message);
     let limits = app.limits().clone();
-    let lengths: Vec<usize> = texts.iter().map(|t| t.chars().count()).collect();
-    let padded = texts.len() * lengths.iter().copied().max().unwrap_or(0);
+    let costs = rows.costs();
+    let padded = rows.len() * costs.iter().copied().max().unwrap_or(0);
     let free_now = (padded <= limits.inline_budget).then(|| app.permits().try_acquire_owned().ok()).flatten();
-    let rows = match free_now {
-        Some(_permit) => predict_rows(&loaded, &texts, &lengths, &limits),
+    let answers = match free_now {
+        Some(_permit) => predict_rows(&loaded, &rows, &costs, &limits),
         None => {
             let permit = app.permits().acquire_owned().await.map_err(|e| failed(e.to_string()))?;
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                predict_rows(&loaded, &texts, &lengths, &limits)
+                predict_rows(&loaded, &rows, &costs, &limits)
             })
             .await
             .map_err(|_| failed("the prediction panicked".to_string()))?
         }
     };
-    rows.map_err(|e| failed(e.to_string()))?
+    answers
+        .map_err(|e| match e {
+            // Rows that fit the signature can still be refused by the graph (a fixed batch size).
+            model::ModelError::Input { detail } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail),
+            e => failed(e.to_string()),
+        })?
         .into_iter()
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| failed("the model answered fewer rows than it was given".to_string()))
 }
 
-/// Predicts `texts` in chunks within the budget; each row's answer, in the request's order.
+/// Predicts `rows` in chunks within the budget; each row's answer, in the request's order.
 fn predict_rows(
     loaded: &Loaded,
-    texts: &[String],
-    lengths: &[usize],
+    rows: &Rows,
+    costs: &[usize],
     limits: &Limits,
 ) -> Result<Vec<Option<RowAnswer>>, model::ModelError> {
-    let mut rows: Vec<Option<RowAnswer>> = (0..texts.len()).map(|_| None).collect();
-    for chunk in chunks(lengths, limits.chunk_budget, limits.chunk_rows) {
-        let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
-        let prediction = loaded.model().predict(model::Batch::Texts(&batch))?;
+    let mut answered: Vec<Option<RowAnswer>> = (0..rows.len()).map(|_| None).collect();
+    for chunk in chunks(costs, limits.chunk_budget, limits.chunk_rows) {
+        let prediction = match rows {
+            Rows::Texts(texts) => {
+                let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
+                loaded.model().predict(model::Batch::Texts(&batch))?
+            }
+            Rows::Features(features) => {
+                let batch: Vec<Vec<f32>> = chunk.iter().map(|&i| features[i].clone()).collect();
+                loaded.model().predict(model::Batch::Features(&batch))?
+            }
+        };
         for (i, answer) in chunk.into_iter().zip(answers(loaded, prediction)) {
-            rows[i] = Some(answer);
+            answered[i] = Some(answer);
         }
     }
-    Ok(rows)
+    Ok(answered)
 }
 
 fn answers(loaded: &Loaded, prediction: model::Prediction) -> Vec<RowAnswer> {
@@ -269,15 +430,55 @@ mod tests {
 
     #[test]
     fn request_forms() {
-        check(r#"{"text": "good film"}"#, r#"Single(Single { text: "good film" })"#);
-        check(r#"{"texts": ["a", "b"]}"#, r#"Batch(Batch { texts: ["a", "b"] })"#);
-        check(r#"{"text": ""}"#, r#"Single(Single { text: "" })"#);
+        check(r#"{"text": "good film"}"#, r#"PredictRequest { rows: Texts(["good film"]), single: true }"#);
+        check(r#"{"texts": ["a", "b"]}"#, r#"PredictRequest { rows: Texts(["a", "b"]), single: false }"#);
+        check(r#"{"text": ""}"#, r#"PredictRequest { rows: Texts([""]), single: true }"#);
+        check(r#"{"features": [1, -2.5, 0]}"#, "PredictRequest { rows: Features([[1.0, -2.5, 0.0]]), single: true }");
+        check(
+            r#"{"instances": [[1, 2], [3, 4.5]]}"#,
+            "PredictRequest { rows: Features([[1.0, 2.0], [3.0, 4.5]]), single: false }",
+        );
+    }
+
+    #[test]
+    fn bad_feature_rows_say_which_value() {
+        check(r#"{"features": [1, "a", 3]}"#, "400 features[1] is a string, not a number");
+        check(r#"{"features": [1, null]}"#, "400 features[1] is null, not a number");
+        check(r#"{"features": []}"#, "400 features is empty; send at least one feature");
+        check(r#"{"features": [1e39]}"#, "400 features[0] is 1e+39, beyond the range of float32");
+        check(r#"{"instances": []}"#, "400 `instances` is empty; send at least one row");
+        check(r#"{"instances": [[1, 2], 3]}"#, "400 instances[1] is a number, not a list of numbers");
+        check(r#"{"instances": [[1, 2], [3]]}"#, "400 row 1 has 1 features; row 0 has 2");
+        check(r#"{"instances": [[1, [2]]]}"#, "400 instances[0][1] is a list, not a number");
+        // JSON has no NaN: it is malformed, not a number.
+        check(r#"{"features": [NaN]}"#, "400 malformed JSON: expected value at line 1 column 15");
+        let max = Limits::default().max_rows;
+        let over = serde_json::json!({ "instances": vec![[1.0]; max + 1] }).to_string();
+        check(&over, "413 1025 rows in one request; the limit is 1024");
+        let wide = serde_json::json!({ "features": vec![0.5; Limits::default().max_features + 1] }).to_string();
+        check(
+            &wide,
+            &format!(
+                "413 features has {} features; the limit is {}",
+                Limits::default().max_features + 1,
+                Limits::default().max_features
+            ),
+        );
     }
 
     #[test]
     fn bodies_of_neither_form_name_both_forms() {
         let neither = format!("400 {FORMS}");
-        for body in [r#"{}"#, r#"{"text": 1}"#, r#"{"texts": "a"}"#, r#"{"texts": [1]}"#, r#"["a"]"#, r#""a""#] {
+        for body in [
+            r#"{}"#,
+            r#"{"text": 1}"#,
+            r#"{"texts": "a"}"#,
+            r#"{"texts": [1]}"#,
+            r#"["a"]"#,
+            r#""a""#,
+            r#"{"features": 1}"#,
+            r#"{"instances": {"a": 1}}"#,
+        ] {
             check(body, &neither);
         }
         check(r#"{"text": "a", "texts": ["b"]}"#, &neither);
@@ -342,11 +543,13 @@ mod fuzz {
         r#"{"text": "a good film"}"#,
         r#"{"texts": ["a good film", "dull", "caf\u00e9 \ud83d\ude00", ""]}"#,
         r#"{"texts": ["x", "y", "z", "w", "v", "u", "t", "s"]}"#,
+        r#"{"features": [0.5, -1, 3e38, 12]}"#,
+        r#"{"instances": [[1, 2, 3], [4, 5, 6], [7, 8.25, -9]]}"#,
     ];
 
     /// Small limits, so that edits cross them often.
     fn limits() -> Limits {
-        Limits { max_rows: 6, max_text_chars: 12, ..Limits::default() }
+        Limits { max_rows: 6, max_text_chars: 12, max_features: 5, ..Limits::default() }
     }
 
     #[test]
@@ -359,12 +562,18 @@ mod fuzz {
                     return Ok(false);
                 }
             };
-            let texts = match &request {
-                PredictRequest::Single(s) => vec![s.text.clone()],
-                PredictRequest::Batch(b) => b.texts.clone(),
-            };
-            prop_assert!(!texts.is_empty() && texts.len() <= limits().max_rows);
-            prop_assert!(texts.iter().all(|t| t.chars().count() <= limits().max_text_chars));
+            prop_assert!(request.rows.len() >= 1 && request.rows.len() <= limits().max_rows);
+            match &request.rows {
+                Rows::Texts(texts) => {
+                    prop_assert!(texts.iter().all(|t| t.chars().count() <= limits().max_text_chars));
+                }
+                Rows::Features(rows) => {
+                    prop_assert!(rows.iter().all(|r| !r.is_empty() && r.len() == rows[0].len()));
+                    prop_assert!(rows.iter().flatten().all(|x| x.is_finite()));
+                    prop_assert!(rows[0].len() <= limits().max_features);
+                }
+            }
+            prop_assert!(!request.single || request.rows.len() == 1);
             Ok(true)
         });
     }

@@ -24,6 +24,7 @@ pub(crate) fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/predict", post(predict::handler))
         .route("/metrics", get(metrics))
+        .merge(crate::v2::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(app.limits().max_body_bytes))
@@ -80,9 +81,15 @@ async fn metrics(State(app): State<App>) -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; try POST /predict, GET /healthz, /readyz or /metrics")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; try POST /predict, GET /healthz, /readyz or /metrics, or the Open Inference Protocol under /v2",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed; /predict takes POST, the others GET")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed; /predict and /v2/models/{name}/infer take POST, the others GET",
+    )
 }

@@ -106,7 +106,10 @@ async fn model_ready(
     Path(params): Path<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let loaded = model_for(&app, &params)?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "name": app.model_name(), "ready": true, "version": loaded.version() })))
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "name": app.model_name(), "ready": true, "version": loaded.version() }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,7 +187,9 @@ async fn infer(
     let mut outputs = Vec::new();
     if wanted.0 {
         let data = match tensors.label.datatype {
-            "INT64" => answers.iter().map(|a| a.label.parse::<i64>().map(serde_json::Value::from)).collect::<Result<_, _>>(),
+            "INT64" => {
+                answers.iter().map(|a| a.label.parse::<i64>().map(serde_json::Value::from)).collect::<Result<_, _>>()
+            }
             _ => Ok(answers.iter().map(|a| serde_json::Value::from(a.label.as_str())).collect()),
         }
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the model's INT64 label was not an integer"))?;
@@ -206,7 +211,10 @@ async fn infer(
 }
 
 /// Which of the label and the probabilities to answer: those requested, else both.
-fn outputs_wanted(signature: &model::Signature, requested: Option<&[RequestedOutput]>) -> Result<(bool, bool), ApiError> {
+fn outputs_wanted(
+    signature: &model::Signature,
+    requested: Option<&[RequestedOutput]>,
+) -> Result<(bool, bool), ApiError> {
     let Some(requested) = requested.filter(|r| !r.is_empty()) else { return Ok((true, true)) };
     let mut wanted = (false, false);
     for output in requested {
@@ -215,7 +223,8 @@ fn outputs_wanted(signature: &model::Signature, requested: Option<&[RequestedOut
         } else if signature.probabilities.as_deref() == Some(output.name.as_str()) {
             wanted.1 = true;
         } else {
-            let names: Vec<&str> = std::iter::once(signature.label.as_str()).chain(signature.probabilities.as_deref()).collect();
+            let names: Vec<&str> =
+                std::iter::once(signature.label.as_str()).chain(signature.probabilities.as_deref()).collect();
             return Err(bad(format!("unknown output `{}`; the model's outputs are {}", output.name, quoted(&names))));
         }
     }
@@ -231,7 +240,8 @@ fn split(body: &predict::AdmittedBody) -> Result<(InferRequest, &[u8]), ApiError
     let (json_part, binary) = match body.headers.get(HEADER_LENGTH) {
         None => (&body.body[..], &[][..]),
         Some(value) => {
-            let length = value.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|l| *l <= body.body.len());
+            let length =
+                value.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|l| *l <= body.body.len());
             let Some(length) = length else {
                 return Err(bad(format!(
                     "the {HEADER_LENGTH} header is not a length within the body's {} bytes",
@@ -242,7 +252,9 @@ fn split(body: &predict::AdmittedBody) -> Result<(InferRequest, &[u8]), ApiError
         }
     };
     let request: InferRequest = serde_json::from_slice(json_part).map_err(|e| {
-        bad(format!(r#"not an inference request ({e}); expected {{"inputs": [{{"name", "shape", "datatype", "data"}}]}}"#))
+        bad(format!(
+            r#"not an inference request ({e}); expected {{"inputs": [{{"name", "shape", "datatype", "data"}}]}}"#
+        ))
     })?;
     Ok((request, binary))
 }
@@ -261,9 +273,10 @@ fn rows_of(input: &InferInput, binary: &[u8], signature: &model::Signature, limi
     if input.datatype != want {
         return Err(bad(format!("input `{}` is {want}; the request sends {}", input.name, input.datatype)));
     }
-    let shape: Vec<usize> = input.shape.iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>().map_err(|_| {
-        bad(format!("the shape of `{}` is {:?}; every dimension must be 0 or more", input.name, input.shape))
-    })?;
+    let shape: Vec<usize> =
+        input.shape.iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>().map_err(|_| {
+            bad(format!("the shape of `{}` is {:?}; every dimension must be 0 or more", input.name, input.shape))
+        })?;
     let (n, width) = match (text, shape.as_slice()) {
         (true, [n] | [n, 1]) => (*n, 1),
         (false, [n, w]) => (*n, *w),
@@ -292,7 +305,11 @@ fn rows_of(input: &InferInput, binary: &[u8], signature: &model::Signature, limi
                     binary.len()
                 )));
             };
-            if text { binary_texts(binary, count, n).map(Rows::Texts) } else { binary_floats(binary, count, width).map(Rows::Features) }
+            if text {
+                binary_texts(binary, count, n).map(Rows::Texts)
+            } else {
+                binary_floats(binary, count, width).map(Rows::Features)
+            }
         }
         (None, Some(data)) => {
             let flat = flatten(data, shape.len(), &input.name)?;

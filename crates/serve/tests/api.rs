@@ -6,11 +6,16 @@ use serde_json::{Value, json};
 use crate::fixture::{self, TestServer, get, post, post_json};
 
 /// What `model::Model::predict` says about `texts`, as the server should answer it.
-fn expected(model_path: &std::path::Path, texts: &[String]) -> Vec<Value> {
+pub(crate) fn expected(model_path: &std::path::Path, texts: &[String]) -> Vec<Value> {
+    expected_for(model_path, model::Batch::Texts(texts))
+}
+
+/// What `model::Model::predict` says about `batch`, as the server should answer it.
+pub(crate) fn expected_for(model_path: &std::path::Path, batch: model::Batch<'_>) -> Vec<Value> {
     let runtime = model::load_runtime(&fixture::search()).unwrap();
     let model = model::Model::load(runtime, model_path, 1).unwrap();
     let classes = model.signature().classes.clone().unwrap_or_default();
-    let prediction = model.predict(model::Batch::Texts(texts)).unwrap();
+    let prediction = model.predict(batch).unwrap();
     let probabilities = prediction.probabilities.unwrap();
     let row = |(label, probs): (&String, &Vec<f32>)| {
         let keyed: serde_json::Map<String, Value> = probs
@@ -24,7 +29,7 @@ fn expected(model_path: &std::path::Path, texts: &[String]) -> Vec<Value> {
 }
 
 /// An f32 as the server writes it: its shortest decimal that reads back as the same f32.
-fn as_sent(p: f32) -> Value {
+pub(crate) fn as_sent(p: f32) -> Value {
     serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap()
 }
 
@@ -110,8 +115,9 @@ fn every_response_names_the_model() {
     server.stop().unwrap();
 }
 
-/// Sends `body` as `content_type` and checks the status and that the JSON error contains `says`.
-fn check(server: &TestServer, content_type: &str, body: &[u8], status: u16, says: &str) {
+/// Sends `body` as `content_type` to `/predict` and checks the status and that the JSON error
+/// contains `says`.
+pub(crate) fn check(server: &TestServer, content_type: &str, body: &[u8], status: u16, says: &str) {
     let reply = post(&server.url("/predict"), content_type, body);
     let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
     assert_eq!(reply.status, status, "{shown}: {}", reply.body);
@@ -124,7 +130,7 @@ fn check(server: &TestServer, content_type: &str, body: &[u8], status: u16, says
 fn bad_requests_get_json_errors() {
     let server = TestServer::ready(fixture::config(fixture::text_model()));
     let json = "application/json";
-    let forms = r#"expected a JSON object {"text": "..."} or {"texts": ["...", ...]}"#;
+    let forms = r#"expected a JSON object: {"text": "..."}, {"texts": ["...", ...]}, {"features": [x, ...]} or {"instances": [[x, ...], ...]}"#;
     check(&server, json, b"{\"text\": ", 400, "malformed JSON: EOF while parsing");
     check(&server, json, b"not json", 400, "malformed JSON: expected ident");
     check(&server, json, br#"{"txt": "good"}"#, 400, forms);
@@ -147,7 +153,7 @@ fn unknown_paths_and_methods_get_json_errors() {
     assert!(missing.json()["error"].as_str().unwrap().contains("POST /predict"));
     let wrong = get(&server.url("/predict"));
     assert_eq!(wrong.status, 405);
-    assert!(wrong.json()["error"].as_str().unwrap().contains("takes POST"));
+    assert!(wrong.json()["error"].as_str().unwrap().contains("infer take POST"));
     server.stop().unwrap();
 }
 
@@ -186,15 +192,6 @@ fn metrics_count_requests_durations_and_labels() {
     let info = format!(r#"slipway_model_info{{version="{version}",digest="{digest}"}}"#);
     assert_eq!(sample(&after, &info), 1.0, "{after}");
     server.stop().unwrap();
-}
-
-#[test]
-fn a_model_that_takes_features_is_refused() {
-    let mut server = TestServer::run(fixture::config(fixture::features_model()));
-    let err = server.join().unwrap_err();
-    assert!(err.to_string().contains("slipway-serve serves text models only"), "{err}");
-    assert_eq!(err.help(), Some("serve a model whose input is a string tensor `[N, 1]`"));
-    assert!(matches!(server.app.readiness(), serve::Readiness::Failed(e) if e == err.to_string()));
 }
 
 #[test]

@@ -27,14 +27,21 @@ fn feature_rows_are_predicted_as_the_model_does() {
 fn bad_feature_rows_get_clear_errors_never_a_server_error() {
     let server = TestServer::ready(fixture::config(fixture::features_model()));
     let json = "application/json";
-    check(&server, json, br#"{"features": [1, 2, 3]}"#, 422, "the model takes 4 features per row (its input `features`); the request has 3");
+    check(
+        &server,
+        json,
+        br#"{"features": [1, 2, 3]}"#,
+        422,
+        "the model takes 4 features per row (its input `features`); the request has 3",
+    );
     check(&server, json, br#"{"instances": [[1, 2, 3, 4, 5]]}"#, 422, "takes 4 features per row");
     check(&server, json, br#"{"features": [1, "2", 3, 4]}"#, 400, "features[1] is a string, not a number");
     check(&server, json, br#"{"features": [1, NaN, 3, 4]}"#, 400, "malformed JSON");
-    check(&server, json, br#"{"features": [1, 1e39, 3, 4]}"#, 400, "features[1] is 1e39, beyond the range of float32");
+    check(&server, json, br#"{"features": [1, 1e39, 3, 4]}"#, 400, "features[1] is 1e+39, beyond the range of float32");
     check(&server, json, br#"{"instances": [[1, 2, 3, 4], [1, 2, 3]]}"#, 400, "row 1 has 3 features; row 0 has 4");
     check(&server, json, br#"{"text": "a good film"}"#, 422, "not text; send {\"features\"");
-    let too_many = json!({ "instances": vec![[0.5, 0.5, 0.5, 0.5]; serve::Limits::default().max_rows + 1] }).to_string();
+    let too_many =
+        json!({ "instances": vec![[0.5, 0.5, 0.5, 0.5]; serve::Limits::default().max_rows + 1] }).to_string();
     check(&server, json, too_many.as_bytes(), 413, "1025 rows in one request; the limit is 1024");
     // Still serving after all of that.
     let reply = post_json(&server.url("/predict"), &json!({ "features": [0.5, 0.5, 0.5, 0.5] }));
@@ -45,6 +52,12 @@ fn bad_feature_rows_get_clear_errors_never_a_server_error() {
 #[test]
 fn a_text_model_refuses_feature_rows_with_what_to_send() {
     let server = TestServer::ready(fixture::config(fixture::text_model()));
-    check(&server, "application/json", br#"{"features": [1, 2]}"#, 422, "the model takes text (its input `text`), not features; send {\"text\"");
+    check(
+        &server,
+        "application/json",
+        br#"{"features": [1, 2]}"#,
+        422,
+        "the model takes text (its input `text`), not features; send {\"text\"",
+    );
     server.stop().unwrap();
 }

@@ -22,6 +22,13 @@ pub fn train_env() -> PathBuf {
     env
 }
 
+/// The test tools' Python (`tritonclient` among them), installed by the `tools` stage.
+pub fn tools_python() -> PathBuf {
+    let python = root().join(".slipway/tools/bin/python");
+    assert!(python.is_file(), "the test tools are missing: run `cargo xtask tools` (or `cargo xtask ci`) first");
+    python
+}
+
 pub fn search() -> model::RuntimeSearch {
     model::RuntimeSearch::new(std::env::var("ORT_DYLIB_PATH").ok().as_deref(), &[train_env()])
 }
@@ -80,7 +87,7 @@ pub fn unlabelled_model() -> &'static Path {
     })
 }
 
-/// A model over float features, which the server refuses.
+/// A model over four float features (classes `a` and `b`), input `features`.
 pub fn features_model() -> &'static Path {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
     MODEL.get_or_init(|| {
@@ -104,6 +111,17 @@ fn write_text_data(path: &Path, rows: usize) {
         csv.push_str(&format!("the {c} was {a} and {b},{label}\n"));
     }
     std::fs::write(path, csv).unwrap();
+}
+
+/// Feature rows for [`features_model`]: both classes, zeros, and large values.
+pub fn feature_rows() -> Vec<Vec<f32>> {
+    vec![
+        vec![0.75, 0.75, 0.75, 0.75],
+        vec![-0.75, -1.0, -0.5, -0.75],
+        vec![0.0, 0.0, 0.0, 0.0],
+        vec![8.0, -8.0, 0.015625, 3.5],
+        vec![-2.25, 1.5, -0.125, 6.0],
+    ]
 }
 
 /// Texts to predict: clear, mixed, unknown words, empty and non-ASCII.
@@ -232,6 +250,15 @@ pub fn get(url: &str) -> Reply {
 /// POSTs `body` with `content_type`.
 pub fn post(url: &str, content_type: &str, body: &[u8]) -> Reply {
     reply(agent().post(url).header("content-type", content_type).send(body).unwrap())
+}
+
+/// POSTs `body` with `headers`.
+pub fn post_with(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut request = agent().post(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    reply(request.send(body).unwrap())
 }
 
 pub fn post_json(url: &str, body: &serde_json::Value) -> Reply {

@@ -34,17 +34,24 @@ def main() -> int:
         data = np.array(rows, dtype=np.float32)
     label, probabilities = meta["outputs"][0]["name"], meta["outputs"][1]["name"]
     for binary in (False, True):
-        infer_input = httpclient.InferInput(tensor["name"], list(data.shape), tensor["datatype"])
+        infer_input = httpclient.InferInput(
+            tensor["name"], list(data.shape), tensor["datatype"]
+        )
         infer_input.set_data_from_numpy(data, binary_data=binary)
         result = client.infer(name, [infer_input], request_id="req-1")
         labels = result.as_numpy(label)
         out["results"]["binary" if binary else "json"] = {
-            "labels": [x.decode() if isinstance(x, bytes) else str(x) for x in labels.reshape(-1).tolist()],
+            "labels": [
+                x.decode() if isinstance(x, bytes) else str(x)
+                for x in labels.reshape(-1).tolist()
+            ],
             "probabilities": result.as_numpy(probabilities).tolist(),
             "id": result.get_response()["id"],
         }
     # A wrong input name: the client must raise with the server's message.
-    wrong = httpclient.InferInput("not_" + tensor["name"], list(data.shape), tensor["datatype"])
+    wrong = httpclient.InferInput(
+        "not_" + tensor["name"], list(data.shape), tensor["datatype"]
+    )
     wrong.set_data_from_numpy(data, binary_data=False)
     try:
         client.infer(name, [wrong])

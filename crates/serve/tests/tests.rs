@@ -4,6 +4,8 @@
 //! they do not skip.
 
 mod api;
+mod features;
 mod fixture;
 mod lifecycle;
 mod limits;
+mod v2;

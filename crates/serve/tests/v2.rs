@@ -12,8 +12,10 @@ use crate::fixture::{self, TestServer, get, post, post_json};
 fn truth(model_path: &std::path::Path, batch: model::Batch<'_>) -> (Vec<Value>, Vec<Value>) {
     let want = expected_for(model_path, batch);
     let labels = want.iter().map(|w| w["label"].clone()).collect();
-    let probabilities =
-        want.iter().flat_map(|w| w["probabilities"].as_object().unwrap().values().cloned().collect::<Vec<_>>()).collect();
+    let probabilities = want
+        .iter()
+        .flat_map(|w| w["probabilities"].as_object().unwrap().values().cloned().collect::<Vec<_>>())
+        .collect();
     (labels, probabilities)
 }
 
@@ -100,9 +102,11 @@ fn infer_answers_equal_the_models_for_text_and_features() {
     let features = TestServer::ready(fixture::config(fixture::features_model()));
     let rows = fixture::feature_rows();
     let (labels, probabilities) = truth(fixture::features_model(), model::Batch::Features(&rows));
-    let nested = json!({ "inputs": [{ "name": "features", "shape": [rows.len(), 4], "datatype": "FP32", "data": rows }] });
+    let nested =
+        json!({ "inputs": [{ "name": "features", "shape": [rows.len(), 4], "datatype": "FP32", "data": rows }] });
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-    let flat = json!({ "inputs": [{ "name": "features", "shape": [rows.len(), 4], "datatype": "FP32", "data": flat }] });
+    let flat =
+        json!({ "inputs": [{ "name": "features", "shape": [rows.len(), 4], "datatype": "FP32", "data": flat }] });
     for body in [nested, flat] {
         let reply = post_json(&features.url("/v2/models/model/infer"), &body);
         assert_eq!(reply.status, 200, "{}", reply.body);
@@ -132,17 +136,57 @@ fn bad_infer_requests_get_protocol_errors() {
         json!({ "inputs": [{ "name": name, "shape": shape, "datatype": datatype, "data": data }] }).to_string()
     };
     let row = json!([[1, 2, 3, 4]]);
-    refused(&server, input("x", json!([1, 4]), "FP32", row.clone()).as_bytes(), 400, "unknown input `x`; the model's input is `features`");
-    refused(&server, input("features", json!([1, 4]), "FP64", row.clone()).as_bytes(), 400, "input `features` is FP32; the request sends FP64");
-    refused(&server, input("features", json!([2, 4]), "FP32", row.clone()).as_bytes(), 400, "holds 8 values; its data has 4");
-    refused(&server, input("features", json!([1, 3]), "FP32", json!([1, 2, 3])).as_bytes(), 400, "takes 4 features per row");
+    refused(
+        &server,
+        input("x", json!([1, 4]), "FP32", row.clone()).as_bytes(),
+        400,
+        "unknown input `x`; the model's input is `features`",
+    );
+    refused(
+        &server,
+        input("features", json!([1, 4]), "FP64", row.clone()).as_bytes(),
+        400,
+        "input `features` is FP32; the request sends FP64",
+    );
+    refused(
+        &server,
+        input("features", json!([2, 4]), "FP32", row.clone()).as_bytes(),
+        400,
+        "holds 8 values; its data has 4",
+    );
+    refused(
+        &server,
+        input("features", json!([1, 3]), "FP32", json!([1, 2, 3])).as_bytes(),
+        400,
+        "takes 4 features per row",
+    );
     refused(&server, input("features", json!([4]), "FP32", json!([1, 2, 3, 4])).as_bytes(), 400, "send [N, features]");
-    refused(&server, input("features", json!([1, -4]), "FP32", row.clone()).as_bytes(), 400, "every dimension must be 0 or more");
-    refused(&server, input("features", json!([1, 4]), "FP32", json!([[1, "2", 3, 4]])).as_bytes(), 400, "features[1] is a string");
-    refused(&server, input("features", json!([1, 4]), "FP32", json!([[1, null, 3, 4]])).as_bytes(), 400, "features[1] is null");
+    refused(
+        &server,
+        input("features", json!([1, -4]), "FP32", row.clone()).as_bytes(),
+        400,
+        "every dimension must be 0 or more",
+    );
+    refused(
+        &server,
+        input("features", json!([1, 4]), "FP32", json!([[1, "2", 3, 4]])).as_bytes(),
+        400,
+        "features[1] is a string",
+    );
+    refused(
+        &server,
+        input("features", json!([1, 4]), "FP32", json!([[1, null, 3, 4]])).as_bytes(),
+        400,
+        "features[1] is null",
+    );
     refused(&server, input("features", json!([0, 4]), "FP32", json!([])).as_bytes(), 400, "`instances` is empty");
     let many = serve::Limits::default().max_rows + 1;
-    refused(&server, input("features", json!([many, 4]), "FP32", json!([])).as_bytes(), 413, "1025 rows in one request");
+    refused(
+        &server,
+        input("features", json!([many, 4]), "FP32", json!([])).as_bytes(),
+        413,
+        "1025 rows in one request",
+    );
     refused(&server, br#"{"inputs": "x"}"#, 400, "not an inference request");
     refused(&server, b"not json", 400, "not an inference request");
     let two = json!({ "inputs": [
@@ -154,7 +198,12 @@ fn bad_infer_requests_get_protocol_errors() {
         "inputs": [{ "name": "features", "shape": [1, 4], "datatype": "FP32", "data": row }],
         "outputs": [{ "name": "scores" }],
     });
-    refused(&server, unknown_output.to_string().as_bytes(), 400, "unknown output `scores`; the model's outputs are `label` and `probabilities`");
+    refused(
+        &server,
+        unknown_output.to_string().as_bytes(),
+        400,
+        "unknown output `scores`; the model's outputs are `label` and `probabilities`",
+    );
     // The binary extension with a header that lies about the JSON part's length.
     let reply = fixture::post_with(
         &server.url("/v2/models/model/infer"),
@@ -179,17 +228,19 @@ fn protocol_client(server: &TestServer, rows: &Value) -> Value {
 
 #[test]
 fn a_real_protocol_client_gets_the_models_answers() {
-    for (model_path, rows) in [
-        (fixture::text_model(), json!(fixture::texts())),
-        (fixture::features_model(), json!(fixture::feature_rows())),
-    ] {
+    for (model_path, rows) in
+        [(fixture::text_model(), json!(fixture::texts())), (fixture::features_model(), json!(fixture::feature_rows()))]
+    {
         let server = TestServer::ready(fixture::config(model_path));
         let got = protocol_client(&server, &rows);
         let (labels, probabilities) = match &rows {
             Value::Array(r) if r[0].is_string() => {
                 truth(model_path, model::Batch::Texts(&serde_json::from_value::<Vec<String>>(rows.clone()).unwrap()))
             }
-            _ => truth(model_path, model::Batch::Features(&serde_json::from_value::<Vec<Vec<f32>>>(rows.clone()).unwrap())),
+            _ => truth(
+                model_path,
+                model::Batch::Features(&serde_json::from_value::<Vec<Vec<f32>>>(rows.clone()).unwrap()),
+            ),
         };
         assert_eq!((&got["live"], &got["ready"], &got["model_ready"]), (&json!(true), &json!(true), &json!(true)));
         assert_eq!(got["metadata"]["name"], "model");
