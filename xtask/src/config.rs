@@ -102,6 +102,10 @@ impl Config {
         let d = &self.data;
         share("[data] min_class_share", d.min_class_share)?;
         share("[data] max_duplicate_share", d.max_duplicate_share)?;
+        share("[data] max_out_of_range_share", d.max_out_of_range_share)?;
+        if let Some(f) = d.features.iter().find(|f| f.is_empty() || f.len() > 256 || f.chars().any(char::is_control)) {
+            return Err(format!("[data] features: `{}` is not a usable column name", f.escape_debug()));
+        }
         if let Some(l) = d.labels.iter().find(|l| l.is_empty() || l.len() > 256 || l.chars().any(char::is_control)) {
             return Err(format!("[data] labels: `{}` is not a usable label", l.escape_debug()));
         }

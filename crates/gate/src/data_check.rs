@@ -1,6 +1,12 @@
 //! The data gate before training: columns, empty texts, the label set, class balance,
 //! duplicates, and rows shared by train and holdout (leakage). It fails closed and names the
 //! offending lines.
+//!
+//! Two kinds of data: a text column (`text,label`), or a feature table — every column but the
+//! label a number. Which one is read off the header (a `text` column means text), and a table
+//! is also checked for its schema (the same feature columns in train and holdout, and those
+//! `[data] features` declares, if it does), missing and non-finite values, and holdout values
+//! outside the range train covers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -25,13 +31,25 @@ pub struct DataRules {
     pub min_class_share: f64,
     /// At most this share of a file's rows may repeat an earlier row's text.
     pub max_duplicate_share: f64,
-    /// At most this many holdout texts may also be in train.
+    /// At most this many holdout texts (or feature rows) may also be in train.
     pub max_leaked_rows: usize,
+    /// A feature table's feature columns, in order; empty: whatever train has.
+    pub features: Vec<String>,
+    /// At most this share of a feature table's holdout rows may hold a value outside the range
+    /// train covers for its column.
+    pub max_out_of_range_share: f64,
 }
 
 impl Default for DataRules {
     fn default() -> DataRules {
-        DataRules { labels: Vec::new(), min_class_share: 0.1, max_duplicate_share: 0.01, max_leaked_rows: 0 }
+        DataRules {
+            labels: Vec::new(),
+            min_class_share: 0.1,
+            max_duplicate_share: 0.01,
+            max_leaked_rows: 0,
+            features: Vec::new(),
+            max_out_of_range_share: 0.05,
+        }
     }
 }
 
@@ -46,18 +64,40 @@ pub struct FileSummary {
     pub classes: BTreeMap<String, usize>,
     /// Lines (1-based, header = 1) whose text is empty.
     pub empty_texts: Vec<u64>,
-    /// Lines whose text repeats an earlier line's.
+    /// Lines whose text (or feature row) repeats an earlier line's.
     pub duplicates: Vec<u64>,
+    /// A feature table's columns: name, range and missing values. Empty for text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<ColumnSummary>,
+    /// Lines of a feature table with a missing or non-finite value (empty, `nan`, `inf`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_values: Vec<u64>,
+    /// Lines of a feature table with a value that is not a number at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_numbers: Vec<u64>,
 }
 
-/// A holdout row whose text is also in train.
+/// One feature column of a table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnSummary {
+    /// Its header.
+    pub name: String,
+    /// The smallest finite value (absent when the column has none).
+    pub min: Option<f64>,
+    /// The largest finite value.
+    pub max: Option<f64>,
+    /// Rows whose value is missing or not finite.
+    pub missing: usize,
+}
+
+/// A holdout row whose text (or feature row) is also in train.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Leak {
     /// Its line in train.
     pub train_line: u64,
     /// Its line in the holdout.
     pub holdout_line: u64,
-    /// The start of the text.
+    /// The start of the text (or of the feature row, as `1.5,2,…`).
     pub text: String,
 }
 
@@ -84,7 +124,13 @@ pub struct DataReport {
 
 struct Rows {
     summary: FileSummary,
+    /// Each row's line and what duplicates and leaks are judged on: the text, or the row's
+    /// feature values as parsed.
     texts: Vec<(u64, String)>,
+    /// A feature table's feature column names; `None` for text.
+    features: Option<Vec<String>>,
+    /// A feature table's parsed values, per row (non-finite where missing).
+    values: Vec<Vec<f64>>,
 }
 
 /// Checks `train` and `holdout` against `rules`. Bad input (unreadable file, missing column,
@@ -125,20 +171,89 @@ fn run_checks(train: &Path, holdout: &Path, rules: &DataRules, report: &mut Data
             report.errors.push(error);
         }
     };
+    match (&t.features, &h.features) {
+        (None, None) => {}
+        (Some(train_cols), Some(holdout_cols)) => {
+            if !rules.features.is_empty() {
+                check(
+                    "train_schema",
+                    train_cols == &rules.features,
+                    format!(
+                        "train's feature columns are {}; `[data] features` in slipway.toml declares {}",
+                        train_cols.join(","),
+                        rules.features.join(",")
+                    ),
+                );
+            }
+            check(
+                "holdout_schema_matches_train",
+                holdout_cols == train_cols,
+                format!(
+                    "holdout's feature columns are {}; train's are {}",
+                    holdout_cols.join(","),
+                    train_cols.join(",")
+                ),
+            );
+            for (name, rows) in [("train", &t), ("holdout", &h)] {
+                let s = &rows.summary;
+                check(
+                    &format!("{name}_all_numbers"),
+                    s.not_numbers.is_empty(),
+                    format!(
+                        "{name} has {} row(s) with a value that is not a number, lines {}",
+                        s.not_numbers.len(),
+                        lines(&s.not_numbers)
+                    ),
+                );
+                check(
+                    &format!("{name}_no_missing_values"),
+                    s.missing_values.is_empty(),
+                    format!(
+                        "{name} has {} row(s) with a missing or non-finite value, lines {}",
+                        s.missing_values.len(),
+                        lines(&s.missing_values)
+                    ),
+                );
+            }
+            if holdout_cols == train_cols {
+                let outside = out_of_range(&t, &h);
+                let share = outside.len() as f64 / h.summary.rows as f64;
+                check(
+                    "holdout_within_train_range",
+                    share <= rules.max_out_of_range_share,
+                    format!(
+                        "{:.2}% of holdout rows hold a value outside train's range for its column (max {:.2}%), lines {}",
+                        share * 100.0,
+                        rules.max_out_of_range_share * 100.0,
+                        lines(&outside)
+                    ),
+                );
+            }
+        }
+        _ => {
+            return Err(
+                "one of train and holdout has a `text` column and the other does not; both must be text or both a feature table"
+                    .to_string(),
+            );
+        }
+    }
     for (name, rows) in [("train", &t), ("holdout", &h)] {
         let s = &rows.summary;
-        check(
-            &format!("{name}_no_empty_texts"),
-            s.empty_texts.is_empty(),
-            format!("{name} has {} empty text(s) at lines {}", s.empty_texts.len(), lines(&s.empty_texts)),
-        );
+        if rows.features.is_none() {
+            check(
+                &format!("{name}_no_empty_texts"),
+                s.empty_texts.is_empty(),
+                format!("{name} has {} empty text(s) at lines {}", s.empty_texts.len(), lines(&s.empty_texts)),
+            );
+        }
         let share = s.duplicates.len() as f64 / s.rows as f64;
         check(
             &format!("{name}_duplicates_below_threshold"),
             share <= rules.max_duplicate_share,
             format!(
-                "{:.2}% of {name} rows repeat an earlier text (max {:.2}%), lines {}",
+                "{:.2}% of {name} rows repeat an earlier {} (max {:.2}%), lines {}",
                 share * 100.0,
+                if rows.features.is_some() { "row" } else { "text" },
                 rules.max_duplicate_share * 100.0,
                 lines(&s.duplicates)
             ),
@@ -198,37 +313,128 @@ fn read(path: &Path) -> Result<Rows, String> {
             .position(|h| h == c)
             .ok_or_else(|| format!("{name} has no `{c}` column (columns: {})", header.join(",")))
     };
-    let (text_col, label_col) = (col("text")?, col("label")?);
+    let label_col = col("label")?;
+    let text_col = header.iter().position(|h| h == "text");
+    let feature_cols: Vec<usize> = (0..header.len()).filter(|i| *i != label_col).collect();
+    if text_col.is_none() && feature_cols.is_empty() {
+        return Err(format!("{name} has no `text` column and no feature columns (columns: {})", header.join(",")));
+    }
+    if let Some(dup) = header.iter().enumerate().find(|(i, h)| header[..*i].contains(h)).map(|(_, h)| h) {
+        return Err(format!("{name} has the column `{dup}` twice"));
+    }
     let mut summary = FileSummary {
         file: artifact(path),
         rows: 0,
         classes: BTreeMap::new(),
         empty_texts: Vec::new(),
         duplicates: Vec::new(),
+        columns: Vec::new(),
+        missing_values: Vec::new(),
+        not_numbers: Vec::new(),
     };
     let mut texts = Vec::new();
+    let mut values = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();
     for record in reader.records() {
         let record = record.map_err(|e| format!("cannot read {name}: {e}"))?;
         let line = record.position().map_or(0, |p| p.line());
-        let text = record.get(text_col).unwrap_or_default().trim().to_string();
         let label = record.get(label_col).unwrap_or_default().trim().to_string();
         if label.is_empty() {
             return Err(format!("{name} line {line} has an empty label"));
         }
         summary.rows += 1;
         *summary.classes.entry(label).or_default() += 1;
-        if text.is_empty() {
-            summary.empty_texts.push(line);
-        } else if seen.insert(text.clone(), line).is_some() {
+        let key = match text_col {
+            Some(t) => {
+                let text = record.get(t).unwrap_or_default().trim().to_string();
+                if text.is_empty() {
+                    summary.empty_texts.push(line);
+                }
+                text
+            }
+            None => {
+                let (row, missing, not_number) = parse_row(&record, &feature_cols);
+                if missing {
+                    summary.missing_values.push(line);
+                }
+                if not_number {
+                    summary.not_numbers.push(line);
+                }
+                let key = row.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
+                values.push(row);
+                key
+            }
+        };
+        if !key.is_empty() && seen.insert(key.clone(), line).is_some() {
             summary.duplicates.push(line);
         }
-        texts.push((line, text));
+        texts.push((line, key));
     }
     if summary.rows == 0 {
         return Err(format!("{name} has no rows"));
     }
-    Ok(Rows { summary, texts })
+    let features = text_col.is_none().then(|| feature_cols.iter().map(|i| header[*i].clone()).collect::<Vec<_>>());
+    if let Some(names) = &features {
+        summary.columns = names
+            .iter()
+            .enumerate()
+            .map(|(c, name)| {
+                let finite = values.iter().map(|r: &Vec<f64>| r[c]).filter(|x| x.is_finite());
+                let (min, max) = finite.fold((None, None), |(lo, hi): (Option<f64>, Option<f64>), x| {
+                    (Some(lo.map_or(x, |l| l.min(x))), Some(hi.map_or(x, |h| h.max(x))))
+                });
+                let missing = values.iter().filter(|r| !r[c].is_finite()).count();
+                ColumnSummary { name: name.clone(), min, max, missing }
+            })
+            .collect();
+    }
+    Ok(Rows { summary, texts, features, values })
+}
+
+/// A feature row's values (NaN where missing or not a number), whether one is missing or not
+/// finite, and whether one is not a number at all.
+fn parse_row(record: &csv::StringRecord, cols: &[usize]) -> (Vec<f64>, bool, bool) {
+    let (mut missing, mut not_number) = (false, false);
+    let row = cols
+        .iter()
+        .map(|&c| {
+            let cell = record.get(c).unwrap_or_default().trim();
+            let lower = cell.to_ascii_lowercase();
+            if cell.is_empty() || matches!(lower.as_str(), "na" | "n/a" | "nan" | "null" | "none") {
+                missing = true;
+                return f64::NAN;
+            }
+            match cell.parse::<f64>() {
+                Ok(x) if x.is_finite() => x,
+                Ok(_) => {
+                    missing = true;
+                    f64::NAN
+                }
+                Err(_) => {
+                    not_number = true;
+                    f64::NAN
+                }
+            }
+        })
+        .collect();
+    (row, missing, not_number)
+}
+
+/// Holdout lines with a finite value outside the range train's column covers.
+fn out_of_range(train: &Rows, holdout: &Rows) -> Vec<u64> {
+    let ranges: Vec<(f64, f64)> = train
+        .summary
+        .columns
+        .iter()
+        .map(|c| (c.min.unwrap_or(f64::INFINITY), c.max.unwrap_or(f64::NEG_INFINITY)))
+        .collect();
+    holdout
+        .values
+        .iter()
+        .zip(&holdout.texts)
+        .filter(|(row, _)| row.iter().zip(&ranges).any(|(x, (lo, hi))| x.is_finite() && (x < lo || x > hi)))
+        .map(|(_, (line, _))| *line)
+        .collect()
 }
 
 /// `3, 7, 9 and 12 more`.
@@ -318,7 +524,8 @@ mod tests {
             ("text,y\na,b\n", "has no `label` column"),
             ("text,label\n", "has no rows"),
             ("text,label\na,fresh\nb,meh\n", "has the label `meh`"),
-            ("", "has no `text` column"),
+            ("", "has no `label` column"),
+            ("x,label\na,fresh\n", "both must be text or both a feature table"),
         ];
         for (train, expect) in cases {
             let (report, verdict) = check(train, "text,label\nx,fresh\n", &rules);
@@ -326,5 +533,49 @@ mod tests {
             assert!(report.errors.iter().any(|e| e.contains(expect)), "{train:?}: {:?}", report.errors);
             assert!(!report.passed);
         }
+    }
+
+    const TABLE: &str = "f0,f1,label\n0.5,1,a\n1.5,2,b\n2.5,3,a\n3.5,4,b\n";
+
+    #[test]
+    fn a_clean_feature_table_passes_with_its_column_ranges() {
+        let (report, verdict) = check(TABLE, "f0,f1,label\n1,2.5,a\n2,3.5,b\n", &DataRules::default());
+        assert_eq!(verdict, Verdict::Passed, "{:?}", report.errors);
+        let train = report.train.unwrap();
+        assert_eq!(train.columns[0], ColumnSummary { name: "f0".into(), min: Some(0.5), max: Some(3.5), missing: 0 });
+        assert!(report.checks["holdout_schema_matches_train"] && report.checks["holdout_within_train_range"]);
+        assert!(!report.checks.contains_key("train_no_empty_texts"), "no text checks on a table");
+    }
+
+    #[test]
+    fn a_feature_table_is_checked_for_missing_values_schema_ranges_and_leaks() {
+        let train = "f0,f1,label\n0.5,1,a\n1.5,,b\n2.5,nan,a\n3.5,inf,b\n0.5,1,a\n4,x,b\n";
+        let holdout = "f1,f0,label\n1,0.5,a\n";
+        let (report, verdict) = check(train, holdout, &DataRules::default());
+        assert_eq!(verdict, Verdict::Failed);
+        let has = |s: &str| report.errors.iter().any(|e| e.contains(s));
+        assert!(has("train has 3 row(s) with a missing or non-finite value, lines 3, 4, 5"), "{:?}", report.errors);
+        assert!(has("train has 1 row(s) with a value that is not a number, lines 7"), "{:?}", report.errors);
+        assert!(has("of train rows repeat an earlier row"), "{:?}", report.errors);
+        assert!(has("holdout's feature columns are f1,f0; train's are f0,f1"), "{:?}", report.errors);
+
+        let holdout = "f0,f1,label\n0.5,1,a\n9,2,b\n1,2,a\n";
+        let (report, verdict) = check(TABLE, holdout, &DataRules::default());
+        assert_eq!(verdict, Verdict::Failed);
+        assert!(!report.checks["no_leakage"] && !report.checks["holdout_within_train_range"], "{:?}", report.checks);
+        assert_eq!(report.leaked[0].text, "0.5,1");
+        assert!(report.errors.iter().any(|e| e.contains("outside train's range") && e.ends_with("lines 3")));
+        let lenient = DataRules { max_out_of_range_share: 0.5, max_leaked_rows: 1, ..DataRules::default() };
+        assert_eq!(check(TABLE, holdout, &lenient).1, Verdict::Passed);
+    }
+
+    #[test]
+    fn declared_features_are_the_schema() {
+        let rules = DataRules { features: vec!["f0".into(), "f2".into()], ..DataRules::default() };
+        let (report, verdict) = check(TABLE, "f0,f1,label\n1,2,a\n", &rules);
+        assert_eq!(verdict, Verdict::Failed);
+        assert!(report.errors.iter().any(|e| e.contains("`[data] features` in slipway.toml declares f0,f2")));
+        let (_, verdict) = check("text,label\na,fresh\n", TABLE, &DataRules::default());
+        assert_eq!(verdict, Verdict::CouldNotRun, "text against a table is bad input");
     }
 }
