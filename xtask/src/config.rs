@@ -156,6 +156,14 @@ mod tests {
             (env("[environments.staging.smoke]\nsoak_seconds = inf\n"), "soak_seconds"),
             (env("[environments.staging.smoke]\nmax_latency_ms = nan\n"), "max_latency_ms"),
             (env("[environments.staging.smoke]\ncases = []\n"), "cases"),
+            (env("[[environments.staging.smoke.cases]]\nlabel = \"a\"\n"), "exactly one of `text` and `features`"),
+            (
+                env("[[environments.staging.smoke.cases]]\ntext = \"x\"\nfeatures = [1.0]\nlabel = \"a\"\n"),
+                "exactly one",
+            ),
+            (env("[[environments.staging.smoke.cases]]\nfeatures = []\nlabel = \"a\"\n"), "finite `features`"),
+            (env("[[environments.staging.smoke.cases]]\nfeatures = [nan]\nlabel = \"a\"\n"), "finite `features`"),
+            ("[data]\nmax_out_of_range_share = 2.0\n".to_string(), "max_out_of_range_share"),
             ("[validate]\nmin_accuracy = nan\n".to_string(), "min_accuracy"),
             ("[data]\nmin_class_share = 1.5\n".to_string(), "min_class_share"),
             ("[environments.\"../x\"]\ntarget = \"local\"\nport = 1\n".to_string(), "../x"),
@@ -166,6 +174,7 @@ mod tests {
             assert!(format!("{err:#}").contains(named), "{text}: {err:#}");
         }
         parse(&env("[environments.staging.smoke]\nsoak_seconds = 0.0\n")).unwrap();
+        parse(&env("[[environments.staging.smoke.cases]]\nfeatures = [1.0, -2.5]\nlabel = \"a\"\n")).unwrap();
     }
 }
 
@@ -188,6 +197,7 @@ mod fuzz {
          [environments.staging]\ntarget = \"local\"\nport = 18080\n\
          [environments.staging.smoke]\nmax_latency_ms = 300.0\nsoak_seconds = 1.5\n\
          [[environments.staging.smoke.cases]]\ntext = \"great\"\nlabel = \"pos\"\n\
+         [[environments.staging.smoke.cases]]\nfeatures = [0.5, 1e3]\nlabel = \"neg\"\n\
          [environments.prod]\ntarget = \"kubernetes\"\nport = 0\n\
          [environments.prod.kubernetes]\nnamespace = \"ml\"\nrepository = \"r.example/x\"\nurl = \"https://x\"\n",
         "[environments.a]\ntarget = \"docker\"\nport = 1\n[environments.b]\ntarget = \"local\"\nport = 2\n",

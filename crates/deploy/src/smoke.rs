@@ -10,11 +10,40 @@ use crate::ledger::SmokeCheck;
 
 /// One input and the label it must get.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SmokeCase {
-    /// The text sent to `/predict`.
-    pub text: String,
+    /// The text sent to `/predict`, for a text model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The feature row sent to `/predict`, for a model over feature rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<f64>>,
     /// The label expected back.
     pub label: String,
+}
+
+impl SmokeCase {
+    /// A case for a text model.
+    pub fn text(text: &str, label: &str) -> SmokeCase {
+        SmokeCase { text: Some(text.into()), features: None, label: label.into() }
+    }
+
+    /// The `/predict` body.
+    fn body(&self) -> String {
+        match (&self.text, &self.features) {
+            (Some(text), _) => serde_json::json!({ "text": text }).to_string(),
+            (None, features) => serde_json::json!({ "features": features }).to_string(),
+        }
+    }
+
+    /// What the case sends, for a check's name.
+    fn describe(&self) -> String {
+        match (&self.text, &self.features) {
+            (Some(text), _) => format!("{text:?}"),
+            (None, Some(features)) => format!("{features:?}"),
+            (None, None) => "nothing".into(),
+        }
+    }
 }
 
 /// An environment's smoke tests.
@@ -31,7 +60,7 @@ pub struct SmokeConfig {
 
 impl Default for SmokeConfig {
     fn default() -> SmokeConfig {
-        let case = |text: &str, label: &str| SmokeCase { text: text.into(), label: label.into() };
+        let case = SmokeCase::text;
         SmokeConfig {
             cases: vec![
                 case("a wonderful, moving film with a brilliant cast", "fresh"),
@@ -53,11 +82,24 @@ impl SmokeConfig {
         if self.cases.is_empty() || self.cases.len() > 1000 {
             return Err(format!("`cases` holds {} entries; give between 1 and 1000", self.cases.len()));
         }
-        if let Some(c) = self.cases.iter().find(|c| c.text.chars().count() > 20_000 || c.label.len() > 256) {
-            return Err(format!(
-                "the case for `{}` is too long (texts up to 20000 characters)",
-                c.label.escape_debug()
-            ));
+        for c in &self.cases {
+            let label = c.label.escape_debug();
+            match (&c.text, &c.features) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(format!("the case for `{label}` needs exactly one of `text` and `features`"));
+                }
+                (Some(text), None) if text.chars().count() > 20_000 => {
+                    return Err(format!("the case for `{label}` is too long (texts up to 20000 characters)"));
+                }
+                (None, Some(f)) if f.is_empty() || f.len() > 10_000 || f.iter().any(|x| !x.is_finite()) => {
+                    return Err(format!(
+                        "the case for `{label}` needs 1 to 10000 finite `features` (it has {})",
+                        f.len()
+                    ));
+                }
+                _ if c.label.len() > 256 => return Err(format!("the case's label `{label}` is over 256 bytes")),
+                _ => {}
+            }
         }
         if !(self.max_latency_ms.is_finite() && self.max_latency_ms > 0.0) {
             return Err(format!("`max_latency_ms` is {}; give a positive number of milliseconds", self.max_latency_ms));
@@ -81,10 +123,10 @@ pub async fn run(base: &str, config: &SmokeConfig, model_digest: &str) -> Vec<Sm
     let mut slowest = 0.0f64;
     for case in &config.cases {
         let start = Instant::now();
-        let body = serde_json::json!({ "text": case.text }).to_string();
+        let body = case.body();
         let answer = http::send("POST", &format!("{base}/predict"), Some(body), Duration::from_secs(10)).await;
         slowest = slowest.max(start.elapsed().as_secs_f64() * 1000.0);
-        let name = format!("predict {:?}", case.text);
+        let name = format!("predict {}", case.describe());
         checks.push(match answer {
             Ok(r) => {
                 let label = serde_json::from_slice::<serde_json::Value>(&r.body)
