@@ -89,7 +89,14 @@ fn report_traces(
             continue;
         }
         let last = ws.last_record(&s.stage).with_context(|| format!("no record of the run of `{}`", s.stage))?;
-        let report = engine::trace::analyse(pipeline, stage, ws.root(), &last.inputs, &trace.dir)?;
+        let report = engine::trace::analyse(
+            pipeline,
+            stage,
+            ws.root(),
+            ws.program_root() != ws.root(),
+            &last.inputs,
+            &trace.dir,
+        )?;
         reports.insert(s.stage.clone(), report);
     }
     print!("{}", engine::trace::render(&reports));
@@ -109,7 +116,9 @@ pub fn open_workspace(
     pipeline: &engine::Pipeline,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Workspace> {
-    let ws = Workspace::new(root, env.clone()).with_secrets(&pipeline.secrets());
+    let ws = Workspace::new(root, env.clone())
+        .with_program_root(&crate::root::program_root(root)?)
+        .with_secrets(&pipeline.secrets());
     let choice = ws.env().get("SLIPWAY_STEP_CACHE").map(String::as_str).unwrap_or("");
     let resolved = store::resolve(root, ws.env())?;
     let remote_cache = match choice {

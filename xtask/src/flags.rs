@@ -30,6 +30,10 @@ pub struct Common {
     /// Print every command's output, not only that of failed stages
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// The project to act on: a directory with a slipway.toml inside this workspace [default:
+    /// the nearest one from the current directory up, else the workspace root]
+    #[arg(long, value_name = "DIR", global = true)]
+    pub project: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -36,8 +36,10 @@ fn main() -> ExitCode {
         std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
     let result = std::env::current_dir()
         .map_err(anyhow::Error::from)
-        .and_then(|cwd| root::find(&env, &cwd))
-        .and_then(|root| dispatch(&flags, &root, &env));
+        .and_then(|cwd| {
+            root::find(&env, &cwd).and_then(|root| root::project(&root, &cwd, flags.common.project.as_deref()))
+        })
+        .and_then(|project| dispatch(&flags, &project, &env));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

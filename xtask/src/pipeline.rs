@@ -32,12 +32,18 @@ use crate::stages::{check_data, deploy, image, pull, python, rust, train, valida
 /// The pipeline of the repository at `root`, in the order its stages were declared.
 pub fn pipeline(root: &Path) -> Result<Pipeline> {
     let config = config::load(root)?;
-    let pipeline = Pipeline::new()
+    // A project in a subdirectory of the workspace owns no Rust: the workspace's own pipeline
+    // lints and tests it, with the tools its tests need.
+    let rust = crate::root::program_root(root)? == root;
+    let mut pipeline = Pipeline::new();
+    if rust {
+        pipeline = pipeline.stage(python::tools())?;
+    }
+    let pipeline = pipeline
         // Environments, code quality, and the tests of the pipeline's own code.
-        .stage(python::tools())?
         .stage(python::deps())?
-        .stage(rust::lint())?
-        .stage(rust::test())?
+        .stage(rust::lint(rust))?
+        .stage(rust::test(rust))?
         // Data, model, gates.
         .stage(pull::stage(root)?)?
         .stage(check_data::stage(&config))?

@@ -17,7 +17,12 @@ pub const CODE: &str = file!();
 /// A deployer for the repository at `root`, talking through `say`.
 pub fn deployer(root: &Path, env: &Env, say: Box<dyn Fn(&str) + Send + Sync>) -> Result<Deployer> {
     let config = config::load(root)?;
-    let remote = store::resolve(root, env)?.open()?;
+    let mut remote = store::resolve(root, env)?.open()?;
+    // A project inside another keeps its releases, ledger and locks apart from the workspace's
+    // own on a remote they share (the embedded default is shared by every clone here).
+    if let Some(prefix) = crate::root::remote_prefix(root)? {
+        remote = Box::new(store::Prefixed::new(remote, &prefix));
+    }
     let who = env.get("GITHUB_ACTOR").or_else(|| env.get("USER")).cloned().unwrap_or_else(|| "unknown".into());
     let webhook = env.get(deploy::notify::WEBHOOK_VAR).filter(|u| !u.is_empty()).cloned();
     Ok(Deployer {

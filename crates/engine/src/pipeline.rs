@@ -276,6 +276,7 @@ fn check_inputs(stage: &Stage) -> Result<(), PipelineError> {
 /// Every path a stage declares it reads: files and code.
 fn read_paths(stage: &Stage) -> Vec<String> {
     let mut out: Vec<String> = stage.code.clone();
+    out.extend(stage.pipeline_code.iter().cloned());
     for input in &stage.inputs {
         if let Input::Files { paths, .. } = input {
             out.extend(paths.iter().cloned());

@@ -2,6 +2,7 @@
 //! running anything — whether it is fresh and, if not, what changed.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -52,24 +53,38 @@ pub fn resolve(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Resolved> {
     let hasher = TreeHasher::new(ws.root(), ws.stat_cache(), progress);
+    let program_hasher = TreeHasher::new(ws.program_root(), ws.program_stat_cache(), progress);
     let excluded = pipeline.excluded_inputs(stage);
     let filter = Filter { ignore: &stage.ignore, excluded: &excluded };
     let env = stage_env(stage, ws);
     let ignore = stage.ignore.patterns().to_vec();
     let mut inputs = Vec::with_capacity(stage.inputs.len() + 3);
     let mut probes = BTreeMap::new();
-    if !stage.code.is_empty() {
-        for path in &stage.code {
-            if !ws.root().join(path).exists() {
+    // The program's own code is part of `code` when it lives under the root, as it does in the
+    // repository that builds it; a project in a subdirectory keys it as `pipeline-code`.
+    let merged: Vec<String> = stage.pipeline_code.iter().chain(&stage.code).cloned().collect();
+    let code: Vec<(&[String], &Path, &TreeHasher<'_>, &str)> = match ws.program_elsewhere() {
+        true => vec![
+            (&stage.code, ws.root(), &hasher, "code"),
+            (&stage.pipeline_code, ws.program_root(), &program_hasher, "pipeline-code"),
+        ],
+        false => vec![(&merged, ws.root(), &hasher, "code")],
+    };
+    for (paths, root, hasher, name) in code {
+        if paths.is_empty() {
+            continue;
+        }
+        for path in paths {
+            if !root.join(path).exists() {
                 bail!(
                     "the code of stage `{}`, `{path}`, is not in the workspace at {}; is this the checkout the program was built from?",
                     stage.name,
-                    ws.root().display()
+                    root.display()
                 );
             }
         }
-        let files = hasher.manifest(&stage.code, &filter)?;
-        inputs.push(ResolvedInput { name: "code".into(), value: InputValue::Files { ignore: ignore.clone(), files } });
+        let files = hasher.manifest(paths, &filter)?;
+        inputs.push(ResolvedInput { name: name.into(), value: InputValue::Files { ignore: ignore.clone(), files } });
     }
     for input in &stage.inputs {
         let value = match input {
@@ -89,7 +104,7 @@ pub fn resolve(
                     false => InputValue::Probe { output, success },
                 }
             }
-            Input::Crates { packages } => resolve_crates(packages, &hasher, stage, ws, &env)?,
+            Input::Crates { packages } => resolve_crates(packages, &program_hasher, stage, ws, &env)?,
         };
         inputs.push(ResolvedInput { name: input.key_name(), value });
     }
@@ -113,8 +128,8 @@ fn resolve_crates(
     ws: &Workspace,
     env: &BTreeMap<String, String>,
 ) -> Result<InputValue> {
-    let closure =
-        crate::crates::closure(ws.root(), packages).with_context(|| format!("stage `{}`'s crates", stage.name))?;
+    let closure = crate::crates::closure(ws.program_root(), packages)
+        .with_context(|| format!("stage `{}`'s crates", stage.name))?;
     let excluded = crate::crates::not_linked(&closure);
     let filter = Filter { ignore: &stage.ignore, excluded: &excluded };
     let files = hasher.manifest(&crate::crates::paths(&closure), &filter)?;

@@ -76,6 +76,7 @@ pub struct Stage {
     pub(crate) after: Vec<String>,
     pub(crate) inputs: Vec<Input>,
     pub(crate) code: Vec<String>,
+    pub(crate) pipeline_code: Vec<String>,
     pub(crate) commands: Vec<Command>,
     pub(crate) outputs: Vec<String>,
     pub(crate) updates: Vec<String>,
@@ -93,7 +94,7 @@ pub struct Stage {
 #[macro_export]
 macro_rules! stage {
     ($name:expr, $about:expr $(,)?) => {
-        $crate::Stage::new($name, $about).code(file!())
+        $crate::Stage::new($name, $about).pipeline_code(file!())
     };
 }
 
@@ -107,6 +108,7 @@ impl Stage {
             after: Vec::new(),
             inputs: Vec::new(),
             code: Vec::new(),
+            pipeline_code: Vec::new(),
             commands: Vec::new(),
             outputs: Vec::new(),
             updates: Vec::new(),
@@ -145,6 +147,15 @@ impl Stage {
     /// must exist: a missing one is an error, not a "missing" input.
     pub fn code(mut self, path: &str) -> Stage {
         self.code.push(path.trim_start_matches("./").trim_end_matches('/').to_string());
+        self
+    }
+
+    /// Runs the code in `path` of the program that defines the pipeline: a module of it, by
+    /// `file!()`, relative to the Cargo workspace the program is built in. That is the root,
+    /// unless the project lives in a subdirectory of the workspace
+    /// ([`crate::Workspace::with_program_root`]). Like [`Stage::code`], it must exist.
+    pub fn pipeline_code(mut self, path: &str) -> Stage {
+        self.pipeline_code.push(path.trim_start_matches("./").trim_end_matches('/').to_string());
         self
     }
 
@@ -327,9 +338,14 @@ impl Stage {
         &self.inputs
     }
 
-    /// The code paths.
+    /// The code paths, relative to the root.
     pub fn code_paths(&self) -> &[String] {
         &self.code
+    }
+
+    /// The paths of the program's own code, relative to its Cargo workspace.
+    pub fn pipeline_code_paths(&self) -> &[String] {
+        &self.pipeline_code
     }
 
     /// Everything the stage writes: owned outputs, updated paths, its environment.

@@ -62,6 +62,7 @@ pub fn analyse(
     pipeline: &Pipeline,
     stage: &Stage,
     root: &Path,
+    program_elsewhere: bool,
     inputs: &[crate::ResolvedInput],
     dir: &Path,
 ) -> Result<TraceReport> {
@@ -83,7 +84,7 @@ pub fn analyse(
         events.extend(parse(&String::from_utf8_lossy(&text)));
     }
     let reads = reads_inside(&root, &events);
-    let mut declared = declared_paths(stage, &root)?;
+    let mut declared = declared_paths(stage, &root, program_elsewhere)?;
     declared.extend(pipeline.excluded_inputs(stage));
     let undeclared: Vec<String> = reads
         .iter()
@@ -109,11 +110,17 @@ fn ignored(ignore: &crate::tree::Ignore, rel: &str) -> bool {
 
 /// The files, code and crates a stage declares, as relative paths. A crates input covers its
 /// closure, every manifest and the lock file, whose lines for the closure it keys.
-fn declared_paths(stage: &Stage, root: &Path) -> Result<Vec<String>> {
+/// When the program's code and crates live outside the root (`program_elsewhere`), reads of
+/// them are not reads inside the root, so they are not listed.
+fn declared_paths(stage: &Stage, root: &Path, program_elsewhere: bool) -> Result<Vec<String>> {
     let mut out = stage.code.clone();
+    if !program_elsewhere {
+        out.extend(stage.pipeline_code.iter().cloned());
+    }
     for input in &stage.inputs {
         match input {
             Input::Files { paths, .. } => out.extend(paths.iter().cloned()),
+            Input::Crates { .. } if program_elsewhere => {}
             Input::Crates { packages } => {
                 let closure = crate::crates::closure(root, packages)?;
                 out.extend(crate::crates::paths(&closure));

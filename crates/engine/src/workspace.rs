@@ -17,6 +17,8 @@ pub const STATE_DIR: &str = ".slipway";
 
 /// The stat cache's file under [`STATE_DIR`].
 pub const STAT_CACHE_FILE: &str = "stat-cache.bin";
+/// The stat cache of the program's Cargo workspace, when the root is a project inside it.
+pub const PROGRAM_STAT_CACHE_FILE: &str = "program-stat-cache.bin";
 
 /// Where, under [`STATE_DIR`], each stage's log is kept (`STAGE.log`).
 pub const LOGS_DIR: &str = "logs";
@@ -30,6 +32,10 @@ pub struct Workspace {
     env: BTreeMap<String, String>,
     secrets: Vec<String>,
     stat: Mutex<StatCache>,
+    /// The Cargo workspace of the program that defines the pipeline, when the root is a
+    /// project in a subdirectory of it, with a stat cache of its own (paths in the two caches
+    /// are relative to different directories).
+    program: Option<(PathBuf, Mutex<StatCache>)>,
     store: Box<dyn StepStore>,
     tools: Mutex<HashMap<Probed, (String, bool)>>,
 }
@@ -44,6 +50,7 @@ impl Workspace {
             stat: Mutex::new(StatCache::load(&state.join(STAT_CACHE_FILE))),
             store: Box::new(LocalStore::new(state.join("cache"))),
             root,
+            program: None,
             env,
             secrets: Vec::new(),
             tools: Mutex::new(HashMap::new()),
@@ -53,6 +60,31 @@ impl Workspace {
     /// A workspace for the current process: its environment and the root given.
     pub fn from_process_env(root: &Path) -> Workspace {
         Workspace::new(root, std::env::vars().collect())
+    }
+
+    /// The program that defines the pipeline is built in the Cargo workspace at `program_root`,
+    /// of which the root is a subdirectory: its own code ([`crate::Stage::pipeline_code`]) and
+    /// crates ([`crate::Stage::crates`]) are found and hashed there.
+    pub fn with_program_root(mut self, program_root: &Path) -> Workspace {
+        if program_root != self.root {
+            let cache = StatCache::load(&self.state_path(PROGRAM_STAT_CACHE_FILE));
+            self.program = Some((program_root.to_path_buf(), Mutex::new(cache)));
+        }
+        self
+    }
+
+    /// Where the program's own code and crates are: the Cargo workspace it is built in.
+    pub fn program_root(&self) -> &Path {
+        self.program.as_ref().map_or(&self.root, |(p, _)| p)
+    }
+
+    /// Whether the program's code lives under another directory than the root.
+    pub(crate) fn program_elsewhere(&self) -> bool {
+        self.program.is_some()
+    }
+
+    pub(crate) fn program_stat_cache(&self) -> &Mutex<StatCache> {
+        self.program.as_ref().map_or(&self.stat, |(_, s)| s)
     }
 
     /// Uses `store` as the step cache instead of the local directory.
@@ -105,6 +137,10 @@ impl Workspace {
 
     /// Saves the stat cache. Failing to is harmless (files are hashed again), so it is only logged.
     pub fn save_stat_cache(&self) -> Result<()> {
+        if let Some((_, program)) = &self.program {
+            let mut stat = program.lock().unwrap_or_else(|e| e.into_inner());
+            stat.save().context("cannot save the program's stat cache")?;
+        }
         let mut stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
         stat.save().context("cannot save the stat cache")
     }

@@ -30,7 +30,7 @@ fn traced(repo: &mut Repo, stage: Stage) -> Option<engine::trace::TraceReport> {
     let ws = repo.workspace();
     let last = ws.last_record(&name).unwrap();
     let stage = pipeline.get(&name).unwrap();
-    Some(engine::trace::analyse(&pipeline, stage, repo.root(), &last.inputs, &dir).unwrap())
+    Some(engine::trace::analyse(&pipeline, stage, repo.root(), false, &last.inputs, &dir).unwrap())
 }
 
 #[test]

@@ -20,6 +20,6 @@ pub mod transfer;
 pub use config::{REMOTE_ENV, REMOTE_SECRETS, RemoteSpec, ResolvedRemote, Source, resolve};
 pub use error::StoreError;
 pub use md5::Md5;
-pub use remote::{DirRemote, Remote};
+pub use remote::{DirRemote, Prefixed, Remote};
 pub use step_cache::{RemoteStepStore, STEP_CACHE_PREFIX, TieredStore};
 pub use transfer::{PullSummary, PushSummary, Store, find_pointers};

@@ -172,3 +172,81 @@ pub fn copy_hashing(mut src: impl Read, dest: &Path, progress: &(dyn Fn(u64) + S
     // costs milliseconds each across thousands of small files.
     Ok(md5.finish())
 }
+
+/// Another remote's objects under `prefix`: one project's ledger, locks and releases beside
+/// another's on a shared remote. Keys are prefixed on the way in and the prefix taken off what
+/// [`Remote::list`] returns.
+pub struct Prefixed {
+    inner: Box<dyn Remote>,
+    prefix: String,
+}
+
+impl Prefixed {
+    /// `inner` with every key under `prefix` (a `/`-separated path; a trailing `/` is added).
+    pub fn new(inner: Box<dyn Remote>, prefix: &str) -> Prefixed {
+        let prefix = format!("{}/", prefix.trim_matches('/'));
+        Prefixed { inner, prefix }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl Remote for Prefixed {
+    fn describe(&self) -> String {
+        format!("{}/{}", self.inner.describe().trim_end_matches('/'), self.prefix.trim_end_matches('/'))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.exists(&self.key(key)).await
+    }
+
+    async fn get(&self, key: &str, dest: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(Md5, u64), StoreError> {
+        self.inner.get(&self.key(key), dest, progress).await
+    }
+
+    async fn put(&self, key: &str, src: &Path) -> Result<(), StoreError> {
+        self.inner.put(&self.key(key), src).await
+    }
+
+    async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<bool, StoreError> {
+        self.inner.put_if_absent(&self.key(key), bytes).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let keys = self.inner.list(&self.key(prefix)).await?;
+        Ok(keys.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string)).collect())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(&self.key(key)).await
+    }
+
+    async fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
+        self.inner.modified(&self.key(key)).await
+    }
+}
+
+#[cfg(test)]
+mod prefixed_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_prefixed_remote_keeps_its_objects_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            Prefixed::new(Box::new(DirRemote::new(dir.path())), "projects/a"),
+            Prefixed::new(Box::new(DirRemote::new(dir.path())), "projects/b/"),
+        );
+        assert!(a.put_if_absent("ledger/v1/1.json", b"a1".to_vec()).await.unwrap());
+        assert!(b.put_if_absent("ledger/v1/1.json", b"b1".to_vec()).await.unwrap(), "b has its own key space");
+        assert!(!a.put_if_absent("ledger/v1/1.json", b"again".to_vec()).await.unwrap());
+        assert_eq!(a.list("ledger/v1/").await.unwrap(), ["ledger/v1/1.json"]);
+        assert_eq!(std::fs::read(dir.path().join("projects/b/ledger/v1/1.json")).unwrap(), b"b1");
+        assert!(a.describe().ends_with("/projects/a"), "{}", a.describe());
+        a.delete("ledger/v1/1.json").await.unwrap();
+        assert!(!a.exists("ledger/v1/1.json").await.unwrap() && b.exists("ledger/v1/1.json").await.unwrap());
+    }
+}

@@ -378,17 +378,42 @@ fn first_error<T>(results: Vec<Result<T, StoreError>>) -> Result<(), StoreError>
     results.into_iter().find_map(Result::err).map_or(Ok(()), Err)
 }
 
-/// Every `*.dvc` file under `root`, skipping version control, build output and Slipway's state.
+/// Every `*.dvc` file under `root`, skipping version control, build output, Slipway's state and
+/// other projects (directories with a `slipway.toml` of their own).
 pub fn find_pointers(root: &Path) -> Vec<String> {
     let skip = [".git", ".dvc", "target", ".slipway", "node_modules"];
     let mut out: Vec<String> = walkdir::WalkDir::new(root)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !skip.contains(&e.file_name().to_string_lossy().as_ref()))
+        .filter_entry(|e| {
+            // A directory with a slipway.toml of its own is another project, with its own data.
+            let other_project = e.file_type().is_dir() && e.path().join("slipway.toml").is_file();
+            e.depth() == 0 || !(skip.contains(&e.file_name().to_string_lossy().as_ref()) || other_project)
+        })
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(".dvc"))
         .filter_map(|e| e.path().strip_prefix(root).ok().map(|p| p.to_string_lossy().into_owned()))
         .collect();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod pointer_tests {
+    #[test]
+    fn pointers_of_other_projects_are_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str| {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        };
+        for rel in ["data.dvc", "more/extra.dvc", "examples/tab/data.dvc", "examples/tab/slipway.toml", "target/x.dvc"]
+        {
+            write(rel);
+        }
+        write("slipway.toml");
+        assert_eq!(super::find_pointers(dir.path()), ["data.dvc", "more/extra.dvc"]);
+        assert_eq!(super::find_pointers(&dir.path().join("examples/tab")), ["data.dvc"]);
+    }
 }

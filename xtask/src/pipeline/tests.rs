@@ -60,7 +60,7 @@ fn nothing_ships_before_every_gate_has_passed() {
 fn every_stage_declares_the_modules_its_code_calls() {
     let root = repo_root();
     for stage in pipeline(&root).unwrap().stages() {
-        let own = &stage.code_paths()[0];
+        let own = &stage.pipeline_code_paths()[0];
         assert!(own.starts_with("xtask/src/stages/"), "{} is not built with engine::stage! in stages/", stage.name());
         let source = std::fs::read_to_string(root.join(own)).unwrap();
         for (i, _) in source.match_indices("crate::") {
@@ -68,7 +68,7 @@ fn every_stage_declares_the_modules_its_code_calls() {
                 source[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             let file = format!("xtask/src/{module}.rs");
             assert!(
-                stage.code_paths().contains(&file),
+                stage.pipeline_code_paths().contains(&file),
                 "stage `{}` calls crate::{module} but does not declare {file}",
                 stage.name()
             );

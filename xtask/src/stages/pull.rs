@@ -16,8 +16,8 @@ use crate::paths::{DEMO_SCRATCH, DEMO_SCRIPT};
 pub fn stage(root: &Path) -> Result<Stage> {
     let pointers = store::find_pointers(root);
     let mut stage = engine::stage!("pull", "pull the data from the artifact remote")
-        .code(crate::data::CODE)
-        .code(crate::paths::CODE)
+        .pipeline_code(crate::data::CODE)
+        .pipeline_code(crate::paths::CODE)
         .code(DEMO_SCRIPT)
         .crates(&["slipway-store"])
         .files("pointers", &pointers)

@@ -46,7 +46,7 @@ pub fn deps() -> Stage {
 fn virtualenv(stage: Stage, dir: &str, lock: &str) -> Stage {
     let (pip, uv, python) = (format!("{dir}/bin/pip"), format!("{dir}/bin/uv"), format!("{dir}/bin/python"));
     stage
-        .code(crate::paths::CODE)
+        .pipeline_code(crate::paths::CODE)
         .files("lock", &[lock])
         .tool("python", &["python3", "--version"])
         .param("uv", UV)

@@ -25,6 +25,8 @@ const REPO_FILES: &[&str] = &[
     "data.dvc",
     "slipway.toml",
     "tools",
+    // The example projects, which the tests run end to end.
+    "examples",
 ];
 
 /// Where cargo and rustup keep things, and which toolchain runs: what they locate is keyed
@@ -35,8 +37,8 @@ const CARGO_PLACES: &[&str] =
 /// A stage that runs cargo: the toolchain and the flags that change what it builds.
 fn cargo_stage(stage: Stage) -> Stage {
     stage
-        .code(crate::paths::CODE)
-        .code(crate::ort::CODE)
+        .pipeline_code(crate::paths::CODE)
+        .pipeline_code(crate::ort::CODE)
         .tool("rustc", &["rustc", "-vV"])
         .tool("cargo", &["cargo", "-V"])
         .env("RUSTFLAGS")
@@ -45,64 +47,75 @@ fn cargo_stage(stage: Stage) -> Stage {
         .pass_env(CARGO_PLACES)
 }
 
-/// Formatting, clippy and the training code's lints: a gate.
-pub fn lint() -> Stage {
+/// Formatting, clippy and the training code's lints: a gate. A project inside another
+/// workspace (`rust` false) owns no Rust: its lint is the training code's, and the
+/// workspace's own pipeline lints the Rust.
+pub fn lint(rust: bool) -> Stage {
     let ruff = format!("{TRAIN_ENV}/bin/ruff");
-    let stage = engine::stage!("lint", "check formatting, clippy lints and the training code")
+    let mut stage = engine::stage!("lint", "check formatting, clippy lints and the training code")
         .gate()
         .uses("deps")
-        .files("rust", RUST_SOURCES)
         .files("python", &[TRAINING])
         // ruff leaves out what git ignores, so what git ignores is an input of its verdict.
-        .files("git-ignores", &[".gitignore", ".git/info/exclude"])
-        .tool("rustfmt", &["cargo", "fmt", "--version"])
-        .tool("clippy", &["cargo", "clippy", "-V"])
-        .command(Command::new("check formatting", "cargo").args(["fmt", "--all", "--", "--check"]).rejects())
-        .command(
-            Command::new("lint with clippy", "cargo")
-                .args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"])
-                .rejects(),
-        )
-        .command(Command::new("lint the training code", ruff.clone()).args(["check", TRAINING]).rejects())
-        .command(
-            Command::new("check the training code's format", ruff).args(["format", "--check", TRAINING]).rejects(),
+        .files("git-ignores", &[".gitignore", ".git/info/exclude"]);
+    if rust {
+        stage = cargo_stage(
+            stage
+                .files("rust", RUST_SOURCES)
+                .tool("rustfmt", &["cargo", "fmt", "--version"])
+                .tool("clippy", &["cargo", "clippy", "-V"])
+                .command(Command::new("check formatting", "cargo").args(["fmt", "--all", "--", "--check"]).rejects())
+                .command(
+                    Command::new("lint with clippy", "cargo")
+                        .args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"])
+                        .rejects(),
+                ),
         );
-    cargo_stage(stage)
+    }
+    stage
+        .command(Command::new("lint the training code", ruff.clone()).args(["check", TRAINING]).rejects())
+        .command(Command::new("check the training code's format", ruff).args(["format", "--check", TRAINING]).rejects())
 }
 
 /// Tests each test binary runs at once (libtest's default is one per core).
 const TEST_THREADS: &str = "4";
 
-/// The workspace tests (with the real tools on `PATH`) and the training tests: a gate.
-pub fn test() -> Stage {
-    let stage = engine::stage!("test", "run the workspace tests and the training tests")
-        .gate()
-        .uses("tools")
-        .uses("deps")
-        .files("rust", RUST_SOURCES)
-        .files("repo", REPO_FILES)
-        .files("python", &[TRAINING])
-        // The tests find ONNX Runtime like the gate does, replay a seed when asked, and talk to
-        // the machine's Docker engine.
-        .env(crate::ort::DYLIB_VAR)
-        .env("SLIPWAY_TEST_SEED")
-        .env("SLIPWAY_TEST_MUTATIONS")
-        .pass_env(&["DOCKER_HOST"])
-        .command(
-            Command::new("run the workspace tests", "cargo")
-                .args(["test", "--workspace"])
-                .path_prepend(&format!("{TOOLS_ENV}/bin"))
-                // Most tests wait on servers and subprocesses, not the CPU: the deploy tests
-                // took 214 s at one test per core and 80 s at four, for the same checks.
-                .env("RUST_TEST_THREADS", TEST_THREADS)
-                .rejects(),
-        )
-        .command(
-            Command::new("run the training tests", format!("{TRAIN_ENV}/bin/python"))
-                .args(["-m", "pytest", "-q", TRAINING])
-                .rejects(),
+/// The workspace tests (with the real tools on `PATH`) and the training tests: a gate. A
+/// project inside another workspace (`rust` false) runs its training tests only.
+pub fn test(rust: bool) -> Stage {
+    let mut stage = engine::stage!("test", "run the workspace tests and the training tests").gate();
+    if rust {
+        stage = stage.uses("tools");
+    }
+    stage = stage.uses("deps").files("python", &[TRAINING]);
+    if rust {
+        stage = cargo_stage(
+            stage
+                .files("rust", RUST_SOURCES)
+                .files("repo", REPO_FILES)
+                // The tests find ONNX Runtime like the gate does, replay a seed when asked, and
+                // talk to the machine's Docker engine.
+                .env(crate::ort::DYLIB_VAR)
+                .env("SLIPWAY_TEST_SEED")
+                .env("SLIPWAY_TEST_MUTATIONS")
+                .pass_env(&["DOCKER_HOST"])
+                .command(
+                    Command::new("run the workspace tests", "cargo")
+                        .args(["test", "--workspace"])
+                        .path_prepend(&format!("{TOOLS_ENV}/bin"))
+                        // Most tests wait on servers and subprocesses, not the CPU: the deploy
+                        // tests took 214 s at one test per core and 80 s at four, for the same
+                        // checks.
+                        .env("RUST_TEST_THREADS", TEST_THREADS)
+                        .rejects(),
+                ),
         );
-    cargo_stage(stage)
+    }
+    stage.command(
+        Command::new("run the training tests", format!("{TRAIN_ENV}/bin/python"))
+            .args(["-m", "pytest", "-q", TRAINING])
+            .rejects(),
+    )
 }
 
 /// The release binaries a release ships: the model server and the environment router.

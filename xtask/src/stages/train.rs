@@ -17,8 +17,8 @@ pub fn stage(root: &Path) -> Result<Stage> {
         // Everything the script may import or read lives here: the estimator and the ONNX
         // export are in `model.py`, not `train.py`.
         .code(TRAINING)
-        .code(crate::config::CODE)
-        .code(crate::paths::CODE)
+        .pipeline_code(crate::config::CODE)
+        .pipeline_code(crate::paths::CODE)
         .command(Command::new("train the model", format!("{TRAIN_ENV}/bin/python")).args([
             TRAIN_SCRIPT,
             "--data",
