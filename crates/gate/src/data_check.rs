@@ -35,8 +35,8 @@ pub struct DataRules {
     pub max_leaked_rows: usize,
     /// A feature table's feature columns, in order; empty: whatever train has.
     pub features: Vec<String>,
-    /// At most this share of a feature table's holdout rows may hold a value outside the range
-    /// train covers for its column.
+    /// In each column of a feature table, at most this share of the holdout rows may hold a
+    /// value outside the range train covers for that column.
     pub max_out_of_range_share: f64,
 }
 
@@ -216,18 +216,25 @@ fn run_checks(train: &Path, holdout: &Path, rules: &DataRules, report: &mut Data
                 );
             }
             if holdout_cols == train_cols {
-                let outside = out_of_range(&t, &h);
-                let share = outside.len() as f64 / h.summary.rows as f64;
-                check(
-                    "holdout_within_train_range",
-                    share <= rules.max_out_of_range_share,
-                    format!(
-                        "{:.2}% of holdout rows hold a value outside train's range for its column (max {:.2}%), lines {}",
-                        share * 100.0,
-                        rules.max_out_of_range_share * 100.0,
-                        lines(&outside)
-                    ),
-                );
+                // Per column: a drifted feature shows as its own share, whatever the width.
+                for (c, outside) in out_of_range(&t, &h).into_iter().enumerate() {
+                    let share = outside.len() as f64 / h.summary.rows as f64;
+                    let col = &t.summary.columns[c];
+                    check(
+                        &format!("holdout_within_train_range[{}]", col.name),
+                        share <= rules.max_out_of_range_share,
+                        format!(
+                            "{:.2}% of holdout rows ({}) hold a `{}` outside train's range {}..{} (max {:.2}%), lines {}",
+                            share * 100.0,
+                            outside.len(),
+                            col.name,
+                            col.min.unwrap_or(f64::NAN),
+                            col.max.unwrap_or(f64::NAN),
+                            rules.max_out_of_range_share * 100.0,
+                            lines(&outside)
+                        ),
+                    );
+                }
             }
         }
         _ => {
@@ -420,20 +427,24 @@ fn parse_row(record: &csv::StringRecord, cols: &[usize]) -> (Vec<f64>, bool, boo
     (row, missing, not_number)
 }
 
-/// Holdout lines with a finite value outside the range train's column covers.
-fn out_of_range(train: &Rows, holdout: &Rows) -> Vec<u64> {
-    let ranges: Vec<(f64, f64)> = train
+/// Per feature column, the holdout lines whose finite value lies outside the range train
+/// covers for it.
+fn out_of_range(train: &Rows, holdout: &Rows) -> Vec<Vec<u64>> {
+    train
         .summary
         .columns
         .iter()
-        .map(|c| (c.min.unwrap_or(f64::INFINITY), c.max.unwrap_or(f64::NEG_INFINITY)))
-        .collect();
-    holdout
-        .values
-        .iter()
-        .zip(&holdout.texts)
-        .filter(|(row, _)| row.iter().zip(&ranges).any(|(x, (lo, hi))| x.is_finite() && (x < lo || x > hi)))
-        .map(|(_, (line, _))| *line)
+        .enumerate()
+        .map(|(c, col)| {
+            let (lo, hi) = (col.min.unwrap_or(f64::INFINITY), col.max.unwrap_or(f64::NEG_INFINITY));
+            holdout
+                .values
+                .iter()
+                .zip(&holdout.texts)
+                .filter(|(row, _)| row[c].is_finite() && (row[c] < lo || row[c] > hi))
+                .map(|(_, (line, _))| *line)
+                .collect()
+        })
         .collect()
 }
 
@@ -543,7 +554,7 @@ mod tests {
         assert_eq!(verdict, Verdict::Passed, "{:?}", report.errors);
         let train = report.train.unwrap();
         assert_eq!(train.columns[0], ColumnSummary { name: "f0".into(), min: Some(0.5), max: Some(3.5), missing: 0 });
-        assert!(report.checks["holdout_schema_matches_train"] && report.checks["holdout_within_train_range"]);
+        assert!(report.checks["holdout_schema_matches_train"] && report.checks["holdout_within_train_range[f1]"]);
         assert!(!report.checks.contains_key("train_no_empty_texts"), "no text checks on a table");
     }
 
@@ -562,9 +573,15 @@ mod tests {
         let holdout = "f0,f1,label\n0.5,1,a\n9,2,b\n1,2,a\n";
         let (report, verdict) = check(TABLE, holdout, &DataRules::default());
         assert_eq!(verdict, Verdict::Failed);
-        assert!(!report.checks["no_leakage"] && !report.checks["holdout_within_train_range"], "{:?}", report.checks);
+        assert!(
+            !report.checks["no_leakage"] && !report.checks["holdout_within_train_range[f0]"],
+            "{:?}",
+            report.checks
+        );
+        assert!(report.checks["holdout_within_train_range[f1]"], "{:?}", report.checks);
         assert_eq!(report.leaked[0].text, "0.5,1");
-        assert!(report.errors.iter().any(|e| e.contains("outside train's range") && e.ends_with("lines 3")));
+        let range = "33.33% of holdout rows (1) hold a `f0` outside train's range 0.5..3.5 (max 5.00%), lines 3";
+        assert!(report.errors.iter().any(|e| e == range), "{:?}", report.errors);
         let lenient = DataRules { max_out_of_range_share: 0.5, max_leaked_rows: 1, ..DataRules::default() };
         assert_eq!(check(TABLE, holdout, &lenient).1, Verdict::Passed);
     }
