@@ -49,6 +49,12 @@ impl StageContext<'_> {
         self.workspace.root()
     }
 
+    /// The Cargo workspace of the program that defines the pipeline: the root, unless the
+    /// project lives in a subdirectory of it ([`crate::Stage::pipeline_code`] paths are here).
+    pub fn program_root(&self) -> &Path {
+        self.workspace.program_root()
+    }
+
     /// The stage's name.
     pub fn stage(&self) -> &str {
         self.stage

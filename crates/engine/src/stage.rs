@@ -151,7 +151,7 @@ impl Stage {
     }
 
     /// Runs the code in `path` of the program that defines the pipeline: a module of it, by
-    /// `file!()`, relative to the Cargo workspace the program is built in. That is the root,
+    /// `file!()`, or its `Cargo.lock`, relative to the Cargo workspace the program is built in. That is the root,
     /// unless the project lives in a subdirectory of the workspace
     /// ([`crate::Workspace::with_program_root`]). Like [`Stage::code`], it must exist.
     pub fn pipeline_code(mut self, path: &str) -> Stage {

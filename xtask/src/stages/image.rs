@@ -17,6 +17,9 @@ use crate::paths::{IMAGE_DIR, IMAGE_RECORD, MODEL, SERVE_BIN, TRAIN_LOCK};
 /// timestamps and its source label.
 const IMAGE_ENV: &[&str] = &["SLIPWAY_REGISTRY", "SLIPWAY_REGISTRY_USER", "SOURCE_DATE_EPOCH", "SLIPWAY_SOURCE_URL"];
 
+/// The lock file of the Cargo workspace that builds the server.
+const CARGO_LOCK: &str = "Cargo.lock";
+
 /// The label an image carries when `SLIPWAY_SOURCE_URL` is not set.
 const DEFAULT_SOURCE: &str = "https://github.com/slipway/slipway";
 
@@ -33,7 +36,9 @@ pub fn stage() -> Stage {
         .pipeline_code(crate::ort::CODE)
         .pipeline_code(crate::paths::CODE)
         .crates(&["slipway-image", "slipway-store"])
-        .files("inputs", &[crate::paths::DEMO_POINTER, "Cargo.lock", TRAIN_LOCK])
+        .files("inputs", &[crate::paths::DEMO_POINTER, TRAIN_LOCK])
+        // The SBOM lists every crate of the program's lock file, wherever the project is.
+        .pipeline_code(CARGO_LOCK)
         .env(crate::ort::DYLIB_VAR)
         .secret_env(image::PASSWORD_VAR)
         .pass_env(&["DOCKER_CONFIG"])
@@ -62,7 +67,7 @@ fn action(ctx: &StageContext) -> Result<(), StageError> {
     let sbom = image::sbom(&image::SbomInput {
         name: "slipway-serve".into(),
         version: git.short.clone(),
-        cargo_lock: root.join("Cargo.lock"),
+        cargo_lock: ctx.program_root().join(CARGO_LOCK),
         python_lock: Some(root.join(TRAIN_LOCK)),
         onnxruntime_version: ort_version,
         model_digest: model_digest.clone(),
