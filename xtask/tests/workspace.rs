@@ -132,3 +132,122 @@ fn tracing_the_pipeline_finds_only_the_planted_read() {
         );
     }
 }
+
+/// Stops what a run left serving in `clone`'s project `dir`, however the test ends.
+struct StopAll<'a> {
+    clone: &'a Scratch,
+    project: &'a str,
+    env: BTreeMap<&'a str, String>,
+}
+
+impl Drop for StopAll<'_> {
+    fn drop(&mut self) {
+        let _ = xtask_in(self.clone, &["--project", self.project, "stop", "--all"], &self.env);
+    }
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `examples/tabular`, a project of its own, through the whole pipeline with this same binary on
+/// a fresh machine's defaults (the embedded remote is empty, so its data is rebuilt from the
+/// pinned scikit-learn wheel and checked against its `data.dvc`): the data gate on a feature
+/// table, training, validation that agrees with the training script's ONNX Runtime accuracy,
+/// the image, staging serving feature rows on `/predict` and the Open Inference Protocol. Then a
+/// second `ci` runs nothing.
+#[test]
+fn the_tabular_example_ships_end_to_end_and_a_second_run_is_cached() {
+    const PROJECT: &str = "examples/tabular";
+    let clone = Scratch::of(&repo_root());
+    let config = format!("{PROJECT}/slipway.toml");
+    let (staging, production) = (free_port(), free_port());
+    let text = fs::read_to_string(clone.root().join(&config)).unwrap();
+    let moved = text
+        .replace("port = 18090", &format!("port = {staging}"))
+        .replace("port = 18091", &format!("port = {production}"));
+    assert_ne!(moved, text, "the example's ports moved to free ones");
+    clone.write(&config, &moved);
+    // A machine of its own: an empty cache directory (so an empty embedded remote), but uv's
+    // package cache kept, so the environment installs without downloading everything again.
+    let cache = tempfile::tempdir().unwrap();
+    let home = std::env::var("HOME").unwrap_or_default();
+    let uv_cache = std::env::var("UV_CACHE_DIR").unwrap_or_else(|_| format!("{home}/.cache/uv"));
+    let env: BTreeMap<&str, String> = [
+        ("XDG_CACHE_HOME", cache.path().display().to_string()),
+        ("UV_CACHE_DIR", uv_cache),
+        ("SLIPWAY_REMOTE", String::new()),
+    ]
+    .into();
+    let _stop = StopAll { clone: &clone, project: PROJECT, env: env.clone() };
+
+    let (code, out, err) = xtask_in(&clone, &["--project", PROJECT, "ci"], &env);
+    assert_eq!(code, 0, "ci of the example:\n{out}\n{err}");
+    let summary = format!("{out}\n{err}");
+    for stage in ["deps", "lint", "test", "pull", "check-data", "train", "validate", "build", "image", "deploy-staging"]
+    {
+        assert!(
+            summary.lines().any(|l| l.starts_with(stage) && l.contains(" ran ")),
+            "{stage} did not run:\n{summary}"
+        );
+    }
+    assert!(!summary.lines().any(|l| l.starts_with("tools ")), "a project below the root has no tools stage");
+    let project = clone.root().join(PROJECT);
+    let json = |rel: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(project.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))).unwrap()
+    };
+    let data = json("reports/data-check.json");
+    assert_eq!(data["passed"], true, "{data}");
+    assert_eq!(data["train"]["columns"].as_array().map(Vec::len), Some(13), "{data}");
+    assert!(data["checks"]["holdout_within_train_range[proline]"].as_bool().is_some(), "{data}");
+    let (report, metrics) = (json("reports/validation_report.json"), json("models/metrics.json"));
+    let (ours, theirs) = (report["accuracy"].as_f64().unwrap(), metrics["holdout_accuracy_onnx"].as_f64().unwrap());
+    assert!(
+        (ours - theirs).abs() < 1e-6,
+        "validation says {ours}, the training script's ONNX Runtime run says {theirs}"
+    );
+    assert_eq!(report["passed"], true, "{report}");
+    assert!(project.join("dist/image/image.tar").is_file(), "the image was built");
+
+    // Staging serves the tabular model: a holdout row of each class gets its label, on both APIs.
+    let holdout = fs::read_to_string(project.join("data/holdout.csv")).unwrap();
+    let rows: Vec<(Vec<f64>, String)> = holdout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            let (label, features) = cells.split_last().unwrap();
+            (features.iter().map(|c| c.parse().unwrap()).collect(), label.to_string())
+        })
+        .collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let post = |path: &str, body: serde_json::Value| -> (u16, serde_json::Value) {
+        let url = format!("http://127.0.0.1:{staging}{path}");
+        let mut r = agent.post(&url).header("content-type", "application/json").send(body.to_string()).unwrap();
+        (r.status().as_u16(), serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap())
+    };
+    for (features, label) in rows.iter().take(5) {
+        let (status, answer) = post("/predict", serde_json::json!({ "features": features }));
+        assert_eq!((status, answer["label"].as_str()), (200, Some(label.as_str())), "{answer}");
+    }
+    let batch: Vec<&Vec<f64>> = rows.iter().map(|(f, _)| f).collect();
+    let infer = serde_json::json!({
+        "inputs": [{ "name": "features", "shape": [batch.len(), 13], "datatype": "FP32", "data": batch }],
+    });
+    let (status, answer) = post("/v2/models/model/infer", infer);
+    assert_eq!(status, 200, "{answer}");
+    let labels: Vec<&str> =
+        answer["outputs"][0]["data"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    let right = labels.iter().zip(&rows).filter(|(got, (_, want))| *got == want).count();
+    assert_eq!(right as f64 / rows.len() as f64, ours, "the served model is the validated one");
+    let (status, answer) = post("/predict", serde_json::json!({ "features": [1.0, 2.0] }));
+    assert_eq!(status, 422, "{answer}");
+    // The example's releases are its own on the shared remote.
+    let ledger = cache.path().join("slipway/remote/projects/examples/tabular/slipway/ledger/v1");
+    assert!(ledger.is_dir(), "no ledger under the project's prefix: {}", ledger.display());
+
+    let (code, out, err) = xtask_in(&clone, &["--project", PROJECT, "ci"], &env);
+    assert_eq!(code, 0, "second ci:\n{out}\n{err}");
+    assert!(format!("{out}\n{err}").contains("10 stages: 0 ran, 10 cached"), "second ci ran something:\n{out}\n{err}");
+}
