@@ -7,9 +7,14 @@ use std::path::Path;
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader sees either the old file or the whole new one, never a prefix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    // The temporary file is private (0600); the file it replaces keeps its mode, and a new one
+    // gets the usual 0644, so a pointer or a report written here reads like any other file.
+    let mode = fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -24,4 +29,22 @@ pub fn relative_utf8(root: &Path, path: &Path) -> io::Result<String> {
         io::Error::new(io::ErrorKind::InvalidData, format!("path is not valid UTF-8: {}", rel.display()))
     })?;
     Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_atomic_write_keeps_the_mode_of_what_it_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (new, old) = (dir.path().join("new"), dir.path().join("old"));
+        super::write_atomic(&new, b"a").unwrap();
+        assert_eq!(std::fs::metadata(&new).unwrap().permissions().mode() & 0o777, 0o644);
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o640)).unwrap();
+        super::write_atomic(&old, b"y").unwrap();
+        assert_eq!(std::fs::metadata(&old).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read(&old).unwrap(), b"y");
+    }
 }
