@@ -285,6 +285,12 @@ fn rows_of(input: &InferInput, binary: &[u8], signature: &model::Signature, limi
             return Err(bad(format!("the shape of `{}` is {:?}; send {expect}", input.name, input.shape)));
         }
     };
+    if n == 0 || width == 0 {
+        return Err(bad(format!(
+            "the shape of `{}` is {:?}; send at least one row of at least one value",
+            input.name, input.shape
+        )));
+    }
     if n > limits.max_rows {
         let msg = format!("{n} rows in one request; the limit is {}", limits.max_rows);
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg));

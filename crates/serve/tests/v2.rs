@@ -179,7 +179,7 @@ fn bad_infer_requests_get_protocol_errors() {
         400,
         "features[1] is null",
     );
-    refused(&server, input("features", json!([0, 4]), "FP32", json!([])).as_bytes(), 400, "`instances` is empty");
+    refused(&server, input("features", json!([0, 4]), "FP32", json!([])).as_bytes(), 400, "send at least one row");
     let many = serve::Limits::default().max_rows + 1;
     refused(
         &server,
