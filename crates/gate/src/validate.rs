@@ -37,8 +37,9 @@ pub struct ValidateOptions {
     /// Runtime's working memory small: at 256 rows a TF-IDF of 20,000 features is a 20 MB dense
     /// tensor per session, and validation's peak memory was 220 MiB against 57 MiB at 16.
     pub chunk: usize,
-    /// ONNX Runtime sessions, one per thread, that predict the holdout: disjoint shares of its
-    /// rows, one session each. Single-row latency is timed afterwards on one session alone.
+    /// ONNX Runtime sessions, one per thread, that predict the holdout: each thread takes the
+    /// next chunk of rows when it has finished one. Single-row latency is timed afterwards on one
+    /// session alone.
     /// [`MAX_SESSIONS`] at most by default: each session holds its own copy of the model.
     pub sessions: usize,
 }
@@ -140,14 +141,47 @@ fn fail(report: &mut ValidationReport, check: &str, message: String) -> String {
     message
 }
 
-/// Predicts every row: the rows are split into one contiguous share per session, and each share
-/// is predicted on a thread of its own in chunks of `chunk` rows. Labels come back in row order.
+/// Predicts every row, in chunks of `chunk` rows, on one thread per session. Each thread takes
+/// the next chunk as soon as it has finished one, so a run of long texts never leaves a core
+/// idle at the end, as fixed halves did. Labels come back in row order.
 fn predict_all(model: &Model, data: &Dataset, chunk: usize) -> Result<Vec<String>, model::ModelError> {
+    in_chunks(data.len(), chunk, model.sessions(), &|rows| Ok(model.predict(data.batch(rows))?.labels))
+}
+
+/// The chunks one thread predicted: each chunk's index and its answers.
+type Done<T> = Vec<(usize, Vec<T>)>;
+
+/// Runs `predict` over `0..n` in chunks of `chunk` on `workers` threads that each take the next
+/// chunk when they finish one; the results in order. Stops at the first error.
+fn in_chunks<T: Send>(
+    n: usize,
+    chunk: usize,
+    workers: usize,
+    predict: &(dyn Fn(std::ops::Range<usize>) -> Result<Vec<T>, model::ModelError> + Sync),
+) -> Result<Vec<T>, model::ModelError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     let chunk = chunk.max(1);
-    let shares = shares(data.len(), chunk, model.sessions());
-    let per_share = std::thread::scope(|scope| {
-        let running: Vec<_> =
-            shares.into_iter().map(|rows| scope.spawn(move || predict_rows(model, data, rows, chunk))).collect();
+    let chunks = n.div_ceil(chunk);
+    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let work = || {
+        let mut done = Vec::new();
+        while !failed.load(Relaxed) {
+            let i = next.fetch_add(1, Relaxed);
+            if i >= chunks {
+                break;
+            }
+            match predict(i * chunk..((i + 1) * chunk).min(n)) {
+                Ok(out) => done.push((i, out)),
+                Err(e) => {
+                    failed.store(true, Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    };
+    let per_worker: Vec<Result<Done<T>, model::ModelError>> = std::thread::scope(|scope| {
+        let running: Vec<_> = (0..workers.clamp(1, chunks.max(1))).map(|_| scope.spawn(work)).collect();
         running
             .into_iter()
             .map(|h| {
@@ -155,30 +189,14 @@ fn predict_all(model: &Model, data: &Dataset, chunk: usize) -> Result<Vec<String
                     Err(model::ModelError::Inference { detail: "a prediction thread panicked".into() })
                 })
             })
-            .collect::<Result<Vec<_>, _>>()
-    })?;
-    Ok(per_share.concat())
-}
-
-/// `rows` of `data`, predicted in chunks of `chunk`.
-fn predict_rows(
-    model: &Model,
-    data: &Dataset,
-    rows: std::ops::Range<usize>,
-    chunk: usize,
-) -> Result<Vec<String>, model::ModelError> {
-    let mut labels = Vec::with_capacity(rows.len());
-    for start in rows.clone().step_by(chunk) {
-        labels.extend(model.predict(data.batch(start..(start + chunk).min(rows.end)))?.labels);
+            .collect()
+    });
+    let mut parts = Vec::with_capacity(chunks);
+    for done in per_worker {
+        parts.extend(done?);
     }
-    Ok(labels)
-}
-
-/// `0..n` cut into at most `workers` contiguous, non-empty ranges of whole chunks, in order.
-fn shares(n: usize, chunk: usize, workers: usize) -> Vec<std::ops::Range<usize>> {
-    let chunks = n.div_ceil(chunk);
-    let per = chunks.div_ceil(workers.clamp(1, chunks.max(1))).max(1) * chunk;
-    (0..n).step_by(per).map(|start| start..(start + per).min(n)).collect()
+    parts.sort_unstable_by_key(|(i, _)| *i);
+    Ok(parts.into_iter().flat_map(|(_, out)| out).collect())
 }
 
 fn check_accuracy_and_recall(report: &mut ValidationReport, c: &crate::metrics::Classification, truth: &[String]) {
@@ -315,23 +333,36 @@ pub fn artifact(path: &Path) -> Artifact {
 
 #[cfg(test)]
 mod tests {
-    use super::shares;
+    use super::in_chunks;
 
     #[test]
-    fn shares_cover_every_row_once_in_order_in_whole_chunks() {
+    fn every_row_is_predicted_once_and_answers_come_back_in_order() {
         for n in [0, 1, 7, 255, 256, 257, 1000, 10_201] {
-            for chunk in [1, 3, 256] {
+            for chunk in [0, 1, 3, 16, 256] {
                 for workers in [0, 1, 2, 3, 8] {
-                    let got = shares(n, chunk, workers);
-                    assert!(got.len() <= workers.max(1), "{n} {chunk} {workers}: {got:?}");
-                    assert!(got.iter().all(|r| !r.is_empty()), "{got:?}");
-                    let flat: Vec<usize> = got.iter().cloned().flatten().collect();
-                    assert_eq!(flat, (0..n).collect::<Vec<_>>(), "{n} {chunk} {workers}");
-                    // Every share but the last is whole chunks, so chunking matches one thread's.
-                    assert!(got.iter().rev().skip(1).all(|r| r.len() % chunk == 0), "{got:?}");
+                    let calls = std::sync::Mutex::new(Vec::new());
+                    let got = in_chunks(n, chunk, workers, &|rows| {
+                        assert!(!rows.is_empty() && rows.len() <= chunk.max(1), "{rows:?}");
+                        calls.lock().unwrap().push(rows.clone());
+                        Ok(rows.collect())
+                    })
+                    .unwrap();
+                    assert_eq!(got, (0..n).collect::<Vec<_>>(), "{n} {chunk} {workers}");
+                    let mut calls = calls.into_inner().unwrap();
+                    calls.sort_by_key(|r| r.start);
+                    assert!(calls.windows(2).all(|w| w[0].end == w[1].start), "disjoint and complete");
                 }
             }
         }
-        assert_eq!(shares(1000, 256, 2), [0..512, 512..1000]);
+    }
+
+    #[test]
+    fn the_first_error_stops_the_run() {
+        let err = in_chunks(1000, 10, 2, &|rows| match rows.start {
+            500 => Err(model::ModelError::Inference { detail: "boom".into() }),
+            _ => Ok(vec![0u8; rows.len()]),
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
     }
 }
