@@ -229,3 +229,24 @@ fn a_tool_cache_is_nobodys_input() {
         "",
     );
 }
+
+/// The tests copy every tracked file into scratch clones, so the `test` stage must be keyed on
+/// every one of them: a new top-level file or directory that it does not declare fails here.
+#[test]
+fn the_test_stage_declares_every_tracked_top_level_path() {
+    let root = repo_root();
+    let p = pipeline(&root).unwrap();
+    let test = p.stages().iter().find(|s| s.name() == "test").expect("a test stage");
+    let mut declared: Vec<String> = test.code_paths().to_vec();
+    for input in test.inputs() {
+        if let engine::Input::Files { paths, .. } = input {
+            declared.extend(paths.iter().cloned());
+        }
+    }
+    let sh = xshell::Shell::new().unwrap();
+    sh.change_dir(&root);
+    let tracked = xshell::cmd!(sh, "git ls-files").quiet().read().unwrap();
+    let tops: std::collections::BTreeSet<&str> = tracked.lines().filter_map(|l| l.split('/').next()).collect();
+    let missing: Vec<&&str> = tops.iter().filter(|t| !declared.iter().any(|d| d == *t)).collect();
+    assert!(missing.is_empty(), "the test stage does not declare {missing:?} (REPO_FILES in stages/rust.rs)");
+}

@@ -25,8 +25,9 @@ const REPO_FILES: &[&str] = &[
     "data.dvc",
     "slipway.toml",
     "tools",
-    // The example projects, which the tests run end to end.
+    // The example projects, which the tests run end to end, and the guides beside them.
     "examples",
+    "docs",
 ];
 
 /// Where cargo and rustup keep things, and which toolchain runs: what they locate is keyed
