@@ -36,7 +36,7 @@ pub use input::{AMBIENT_ENV, EnvUse, Input, InputValue, ResolvedInput, default_i
 pub use outputs::LOST_AND_FOUND;
 pub use pipeline::{Pipeline, PipelineError};
 pub use plan::{Freshness, Resolved, StageStatus, resolve, stage_env, status};
-pub use record::{RECORD_SCHEMA, StageRecord, is_plain_relative, outputs_digest};
+pub use record::{RECORD_SCHEMA, RecordHead, StageRecord, is_plain_relative, outputs_digest};
 pub use report::Reporter;
 pub use runner::{Outcome, RunOptions, RunSummary, StageReport, TraceOptions, run};
 pub use stage::{Role, Stage, StageError};

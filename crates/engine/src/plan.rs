@@ -209,7 +209,7 @@ fn stage_status(
         return Ok(Freshness::Stale { reasons });
     }
     let resolved = resolve(pipeline, stage, ws, known, &|_| {})?;
-    let record = if no_cache { None } else { ws.store().record(&stage.name, &resolved.fingerprint)? };
+    let record = if no_cache { None } else { ws.store().record_head(&stage.name, &resolved.fingerprint)? };
     let Some(record) = record else {
         reasons.extend(if no_cache {
             vec!["--no-cache".to_string()]

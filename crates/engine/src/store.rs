@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cache_key::Digest;
 use crate::fsutil::write_atomic;
-use crate::record::StageRecord;
+use crate::record::{RECORD_SCHEMA, RecordHead, StageRecord};
 use crate::tree::hash_reader;
 
 /// Where stage records and output objects are kept.
@@ -23,6 +23,10 @@ pub trait StepStore: Send + Sync {
     fn describe(&self) -> String;
     /// The record of `stage` for `fingerprint`, if one exists in the current schema.
     fn record(&self, stage: &str, fingerprint: &Digest) -> Result<Option<StageRecord>>;
+    /// [`StepStore::record`] without the inputs: all that deciding freshness needs.
+    fn record_head(&self, stage: &str, fingerprint: &Digest) -> Result<Option<RecordHead>> {
+        Ok(self.record(stage, fingerprint)?.map(RecordHead::from))
+    }
     /// Stores `record`. Its objects must already be stored.
     fn put_record(&self, record: &StageRecord) -> Result<()>;
     /// Whether the object `digest` is stored.
@@ -75,6 +79,17 @@ impl StepStore for LocalStore {
         // An unreadable or foreign record is a miss: the stage runs and writes a good one.
         let record = serde_json::from_slice::<StageRecord>(&bytes).ok();
         Ok(record.filter(|r| r.is_current() && r.fingerprint == *fingerprint && r.stage == stage))
+    }
+
+    fn record_head(&self, stage: &str, fingerprint: &Digest) -> Result<Option<RecordHead>> {
+        let path = self.record_path(stage, fingerprint);
+        let bytes = match fs::read(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            other => other.with_context(|| format!("cannot read {}", path.display()))?,
+        };
+        // serde skips the inputs without building them; the rest is checked as `record` checks.
+        let head = serde_json::from_slice::<RecordHead>(&bytes).ok();
+        Ok(head.filter(|r| r.schema == RECORD_SCHEMA && r.fingerprint == *fingerprint && r.stage == stage))
     }
 
     fn put_record(&self, record: &StageRecord) -> Result<()> {

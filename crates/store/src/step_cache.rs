@@ -109,6 +109,13 @@ impl StepStore for TieredStore {
         format!("{} (backed by {})", self.local.describe(), self.remote.describe())
     }
 
+    fn record_head(&self, stage: &str, fingerprint: &Digest) -> Result<Option<engine::RecordHead>> {
+        if let Some(head) = self.local.record_head(stage, fingerprint)? {
+            return Ok(Some(head));
+        }
+        Ok(self.record(stage, fingerprint)?.map(engine::RecordHead::from))
+    }
+
     fn record(&self, stage: &str, fingerprint: &Digest) -> Result<Option<StageRecord>> {
         if let Some(record) = self.local.record(stage, fingerprint)? {
             return Ok(Some(record));
