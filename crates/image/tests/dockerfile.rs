@@ -209,7 +209,16 @@ fn every_copy_source_is_in_the_build_context() {
         }
     }
     // What the build context must not carry: build output, the pipeline's state, the data.
-    for kept_out in ["target/debug/x", ".slipway/cache/x", ".git/HEAD", "data/train.csv", "models/metrics.json"] {
+    for kept_out in [
+        "target/debug/x",
+        ".slipway/cache/x",
+        ".git/HEAD",
+        "data/train.csv",
+        "models/metrics.json",
+        "examples/tabular/.slipway/deploy/staging/router.token",
+        "examples/tabular/data/train.csv",
+        "crates/serve/.slipway/x",
+    ] {
         assert!(ignore.excludes(kept_out), ".dockerignore should leave out {kept_out}");
     }
 }
@@ -263,8 +272,9 @@ fn the_final_stage_matches_the_image_xtask_writes() {
             assert_eq!(value, theirs, "{name}");
         }
     }
-    for name in ["SLIPWAY_MODEL", "SLIPWAY_LISTEN", "ORT_DYLIB_PATH"] {
-        assert!(env.contains_key(name), "the Dockerfile does not set {name}");
+    // Every variable the image sets, the Dockerfile sets too (PATH comes from the base image).
+    for name in image_env.keys().filter(|n| *n != "PATH") {
+        assert!(env.contains_key(name), "the Dockerfile does not set {name}, which the image sets");
     }
     // The files land where the environment says.
     let dests: Vec<&str> = docker.copies.iter().map(|(_, _, d)| d.as_str()).collect();
