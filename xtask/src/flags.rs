@@ -2,6 +2,9 @@
 
 use clap::{Args, Parser, Subcommand};
 
+/// This module, as code of the stages whose modules read these flags' types.
+pub const CODE: &str = file!();
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  everything passed (or was restored from the cache)

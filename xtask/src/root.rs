@@ -8,6 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// This module, as code of the stages that find where a project's releases live through it.
+pub const CODE: &str = file!();
+
 use anyhow::{Context, Result, bail};
 
 use crate::Env;

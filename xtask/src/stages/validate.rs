@@ -16,6 +16,7 @@ pub fn stage(config: &crate::config::Config) -> Stage {
         .pipeline_code(crate::ort::CODE)
         .pipeline_code(crate::config::CODE)
         .pipeline_code(crate::paths::CODE)
+        .pipeline_code(crate::flags::CODE)
         .crates(&["slipway-gate", "slipway-model"])
         .env(crate::ort::DYLIB_VAR)
         .pass_env(&["GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY"])
