@@ -55,6 +55,10 @@ pub struct RecordHead {
     pub updates: Vec<FileEntry>,
     /// [`outputs_digest`] of `outputs`.
     pub outputs_digest: Digest,
+    /// Read past, not kept: a record without them is not one [`StageRecord`] would accept.
+    inputs: serde::de::IgnoredAny,
+    duration_ms: u64,
+    finished_at: u64,
 }
 
 impl From<StageRecord> for RecordHead {
@@ -66,6 +70,9 @@ impl From<StageRecord> for RecordHead {
             outputs: r.outputs,
             updates: r.updates,
             outputs_digest: r.outputs_digest,
+            inputs: serde::de::IgnoredAny,
+            duration_ms: r.duration_ms,
+            finished_at: r.finished_at,
         }
     }
 }
@@ -193,6 +200,11 @@ mod tests {
         assert_eq!(serde_json::from_slice::<RecordHead>(&json).unwrap(), RecordHead::from(record.clone()));
         assert_eq!(crate::StepStore::record_head(&store, "train", &Digest::of(b"other")).unwrap(), None);
         assert_eq!(crate::StepStore::record_head(&store, "test", &record.fingerprint).unwrap(), None);
+        // A record the full reader refuses (no inputs) is no head either.
+        let mut bare: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        bare.as_object_mut().unwrap().remove("inputs");
+        assert!(serde_json::from_value::<StageRecord>(bare.clone()).is_err());
+        assert!(serde_json::from_value::<RecordHead>(bare).is_err());
         assert_eq!(back, record);
     }
 }
