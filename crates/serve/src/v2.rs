@@ -317,8 +317,13 @@ fn rows_of(input: &InferInput, binary: &[u8], signature: &model::Signature, limi
                 binary_floats(binary, count, width).map(Rows::Features)
             }
         }
+        (None, Some(_)) if !binary.is_empty() => Err(bad(format!(
+            "{} bytes follow the JSON header, but `{}` sends its data as JSON; send one or the other",
+            binary.len(),
+            input.name
+        ))),
         (None, Some(data)) => {
-            let flat = flatten(data, shape.len(), &input.name)?;
+            let flat = flatten(data, &shape, &input.name)?;
             if flat.len() != count {
                 return Err(bad(format!(
                     "`{}` has shape {:?}, which holds {count} values; its data has {}",
@@ -351,27 +356,39 @@ fn rows_of(input: &InferInput, binary: &[u8], signature: &model::Signature, limi
     }
 }
 
-/// The values of a tensor's `data`, flat in row-major order: the protocol allows a flat list or
-/// lists nested as deep as the shape.
-fn flatten<'a>(data: &'a serde_json::Value, depth: usize, name: &str) -> Result<Vec<&'a serde_json::Value>, ApiError> {
-    fn walk<'a>(v: &'a serde_json::Value, depth: usize, out: &mut Vec<&'a serde_json::Value>) -> bool {
-        match v {
-            serde_json::Value::Array(items) if depth > 0 => items.iter().all(|i| walk(i, depth - 1, out)),
-            serde_json::Value::Array(_) => false,
-            other => {
+/// The values of a tensor's `data`, flat in row-major order. The protocol allows a flat list,
+/// or lists nested exactly as the shape says: every level as long as its dimension, so that
+/// `[[1, 2, 3], [4]]` is not taken for two rows of two.
+fn flatten<'a>(
+    data: &'a serde_json::Value,
+    shape: &[usize],
+    name: &str,
+) -> Result<Vec<&'a serde_json::Value>, ApiError> {
+    fn nested<'a>(v: &'a serde_json::Value, shape: &[usize], out: &mut Vec<&'a serde_json::Value>) -> bool {
+        match (v, shape.split_first()) {
+            (serde_json::Value::Array(items), Some((dim, rest))) => {
+                items.len() == *dim && items.iter().all(|i| nested(i, rest, out))
+            }
+            (serde_json::Value::Array(_), None) => false,
+            (_, Some(_)) => false,
+            (other, None) => {
                 out.push(other);
                 true
             }
         }
     }
-    let serde_json::Value::Array(_) = data else {
+    let serde_json::Value::Array(items) = data else {
         return Err(bad(format!("the data of `{name}` is {}, not a list", predict::kind_of(data))));
     };
+    if items.iter().all(|i| !i.is_array()) {
+        return Ok(items.iter().collect());
+    }
     let mut out = Vec::new();
-    if walk(data, depth, &mut out) {
-        Ok(out)
-    } else {
-        Err(bad(format!("the data of `{name}` is nested deeper than its shape")))
+    match nested(data, shape, &mut out) {
+        true => Ok(out),
+        false => {
+            Err(bad(format!("the data of `{name}` is neither a flat list nor lists nested as its shape {shape:?}")))
+        }
     }
 }
 
@@ -461,11 +478,19 @@ mod tests {
     }
 
     #[test]
-    fn data_may_be_flat_or_nested_as_deep_as_the_shape() {
+    fn data_is_flat_or_nested_exactly_as_the_shape() {
         let nested = serde_json::json!([[1, 2], [3, 4]]);
-        assert_eq!(flatten(&nested, 2, "x").unwrap().len(), 4);
-        assert_eq!(flatten(&serde_json::json!([1, 2, 3, 4]), 2, "x").unwrap().len(), 4);
-        assert!(flatten(&serde_json::json!([[[1]]]), 2, "x").is_err());
-        assert!(flatten(&serde_json::json!(1), 2, "x").is_err());
+        assert_eq!(flatten(&nested, &[2, 2], "x").unwrap().len(), 4);
+        assert_eq!(flatten(&serde_json::json!([1, 2, 3, 4]), &[2, 2], "x").unwrap().len(), 4);
+        assert_eq!(flatten(&serde_json::json!([["a"], ["b"]]), &[2, 1], "x").unwrap().len(), 2);
+        for bad in [
+            serde_json::json!([[1, 2, 3], [4]]),
+            serde_json::json!([[1, 2], 3, 4]),
+            serde_json::json!([[[1, 2]], [[3, 4]]]),
+            serde_json::json!([[1, 2], [3, 4], [5, 6]]),
+        ] {
+            assert!(flatten(&bad, &[2, 2], "x").is_err(), "{bad}");
+        }
+        assert!(flatten(&serde_json::json!(1), &[2, 2], "x").is_err());
     }
 }

@@ -150,9 +150,21 @@ fn bad_infer_requests_get_protocol_errors() {
     );
     refused(
         &server,
-        input("features", json!([2, 4]), "FP32", row.clone()).as_bytes(),
+        input("features", json!([2, 4]), "FP32", json!([1, 2, 3, 4])).as_bytes(),
         400,
         "holds 8 values; its data has 4",
+    );
+    refused(
+        &server,
+        input("features", json!([2, 4]), "FP32", row.clone()).as_bytes(),
+        400,
+        "nested as its shape [2, 4]",
+    );
+    refused(
+        &server,
+        input("features", json!([2, 2]), "FP32", json!([[1, 2, 3], [4]])).as_bytes(),
+        400,
+        "nested as its shape [2, 2]",
     );
     refused(
         &server,
