@@ -91,9 +91,13 @@ impl SmokeConfig {
                 (Some(text), None) if text.chars().count() > 20_000 => {
                     return Err(format!("the case for `{label}` is too long (texts up to 20000 characters)"));
                 }
-                (None, Some(f)) if f.is_empty() || f.len() > 10_000 || f.iter().any(|x| !x.is_finite()) => {
+                (None, Some(f))
+                    if f.is_empty()
+                        || f.len() > 10_000
+                        || f.iter().any(|x| !x.is_finite() || x.abs() > f64::from(f32::MAX)) =>
+                {
                     return Err(format!(
-                        "the case for `{label}` needs 1 to 10000 finite `features` (it has {})",
+                        "the case for `{label}` needs 1 to 10000 `features`, each a number float32 holds (it has {})",
                         f.len()
                     ));
                 }
