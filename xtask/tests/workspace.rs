@@ -146,9 +146,15 @@ impl Drop for StopAll<'_> {
     }
 }
 
-/// A free port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Two free ports on 127.0.0.1 for stable addresses, below the kernel's ephemeral range: the
+/// servers a deploy starts get ports from `bind(0)`, which could hand one of these out again
+/// while its router is being replaced.
+fn two_free_ports() -> (u16, u16) {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
+    let start = 10_000 + (std::process::id() % 1000) as u16 * 7;
+    let mut free = (start..low).filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
+    (free.next().expect("a free port"), free.next().expect("a second free port"))
 }
 
 /// `examples/tabular`, a project of its own, through the whole pipeline with this same binary on
@@ -162,7 +168,7 @@ fn the_tabular_example_ships_end_to_end_and_a_second_run_is_cached() {
     const PROJECT: &str = "examples/tabular";
     let clone = Scratch::of(&repo_root());
     let config = format!("{PROJECT}/slipway.toml");
-    let (staging, production) = (free_port(), free_port());
+    let (staging, production) = two_free_ports();
     let text = fs::read_to_string(clone.root().join(&config)).unwrap();
     let moved = text
         .replace("port = 18090", &format!("port = {staging}"))
@@ -246,6 +252,8 @@ fn the_tabular_example_ships_end_to_end_and_a_second_run_is_cached() {
     // The example's releases are its own on the shared remote.
     let ledger = cache.path().join("slipway/remote/projects/examples/tabular/slipway/ledger/v1");
     assert!(ledger.is_dir(), "no ledger under the project's prefix: {}", ledger.display());
+    let unprefixed = cache.path().join("slipway/remote/slipway");
+    assert!(!unprefixed.exists(), "the example wrote outside its prefix: {}", unprefixed.display());
 
     let (code, out, err) = xtask_in(&clone, &["--project", PROJECT, "ci"], &env);
     assert_eq!(code, 0, "second ci:\n{out}\n{err}");

@@ -181,7 +181,7 @@ async fn a_deploy_killed_at_any_step_is_repaired_by_the_next() {
     ];
     for (phase, outcome, before_v3) in cases {
         let world = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::fixture::stable_port();
         assert_eq!(deploy(&plan(world.path(), port, &models, 0)).await.unwrap().exit_code, 0);
         let status = run_child(&Plan { kill_at: Some(phase), ..plan(world.path(), port, &models, 1) });
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{phase:?}: {status:?}");
@@ -209,7 +209,7 @@ async fn a_deploy_stopped_by_sigterm_repairs_itself_and_releases_the_lock() {
     let models = models();
     for phase in [Phase::Checking, Phase::Soaking] {
         let world = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::fixture::stable_port();
         assert_eq!(deploy(&plan(world.path(), port, &models, 0)).await.unwrap().exit_code, 0);
         let status = run_child(&Plan { term_at: Some(phase), ..plan(world.path(), port, &models, 1) });
         assert_eq!(status.code(), Some(3), "{phase:?}: the child reports the interruption");
@@ -230,7 +230,7 @@ async fn a_deploy_stopped_by_sigterm_repairs_itself_and_releases_the_lock() {
 fn a_planted_secret_reaches_no_server_or_router() {
     let models = models();
     let world = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::fixture::stable_port();
     let secret = format!("planted-{}", std::process::id());
     let webhook = format!("https://hooks.example.invalid/{secret}");
     let planted = [
@@ -267,7 +267,7 @@ fn a_planted_secret_reaches_no_server_or_router() {
 async fn a_router_that_no_file_names_is_replaced() {
     let models = models();
     let world = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::fixture::stable_port();
     assert_eq!(deploy(&plan(world.path(), port, &models, 0)).await.unwrap().exit_code, 0);
     std::fs::remove_file(world.path().join(".slipway/deploy/staging/router.json")).unwrap();
     let (_, before) = processes_of(world.path());

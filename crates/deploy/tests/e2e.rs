@@ -2,7 +2,6 @@
 //! Runtime behind real routers, a client on loopback sending requests throughout.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use store::{DirRemote, Remote};
 use crate::fixture::{Load, binaries, candidate, model};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    crate::fixture::stable_port()
 }
 
 /// Kills whatever the test started, even when it fails half-way.

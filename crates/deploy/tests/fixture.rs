@@ -183,3 +183,24 @@ pub fn candidate(serve: &Path, router: &Path, model: &Path, sha: &str) -> deploy
 fn manifest_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
 }
+
+/// A free port for an environment's stable address, below the kernel's ephemeral range: a
+/// deploy stops the router on it and starts another, and in that moment a port from `bind(0)`
+/// (every server a test starts gets one) could be handed out again. Ports here never are.
+pub fn stable_port() -> u16 {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low = range.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(32768);
+    let (first, span) = (10_000u32, low.saturating_sub(10_000).max(1));
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = first + (seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span);
+        if let Ok(port) = u16::try_from(port)
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port from {first} below the ephemeral range ({range})");
+}
