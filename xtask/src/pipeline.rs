@@ -34,7 +34,8 @@ pub fn pipeline(root: &Path) -> Result<Pipeline> {
     let config = config::load(root)?;
     // A project in a subdirectory of the workspace owns no Rust: the workspace's own pipeline
     // lints and tests it, with the tools its tests need.
-    let rust = crate::root::program_root(root)? == root;
+    let program = crate::root::program_root(root)?;
+    let rust = program == root;
     let mut pipeline = Pipeline::new();
     if rust {
         pipeline = pipeline.stage(python::tools())?;
@@ -42,7 +43,7 @@ pub fn pipeline(root: &Path) -> Result<Pipeline> {
     let pipeline = pipeline
         // Environments, code quality, and the tests of the pipeline's own code.
         .stage(python::deps())?
-        .stage(rust::lint(rust))?
+        .stage(rust::lint(rust, program.join(".gitignore").is_file()))?
         .stage(rust::test(rust))?
         // Data, model, gates.
         .stage(pull::stage(root)?)?

@@ -50,8 +50,9 @@ fn cargo_stage(stage: Stage) -> Stage {
 
 /// Formatting, clippy and the training code's lints: a gate. A project inside another
 /// workspace (`rust` false) owns no Rust: its lint is the training code's, and the
-/// workspace's own pipeline lints the Rust.
-pub fn lint(rust: bool) -> Stage {
+/// workspace's own pipeline lints the Rust. ruff also honours the workspace's `.gitignore`
+/// above such a project (`workspace_gitignore`), so that is keyed too.
+pub fn lint(rust: bool, workspace_gitignore: bool) -> Stage {
     let ruff = format!("{TRAIN_ENV}/bin/ruff");
     let mut stage = engine::stage!("lint", "check formatting, clippy lints and the training code")
         .gate()
@@ -59,6 +60,9 @@ pub fn lint(rust: bool) -> Stage {
         .files("python", &[TRAINING])
         // ruff leaves out what git ignores, so what git ignores is an input of its verdict.
         .files("git-ignores", &[".gitignore", ".git/info/exclude"]);
+    if !rust && workspace_gitignore {
+        stage = stage.pipeline_code(".gitignore");
+    }
     if rust {
         stage = cargo_stage(
             stage
