@@ -179,7 +179,9 @@ fn the_tabular_example_ships_end_to_end_and_a_second_run_is_cached() {
     // package cache kept, so the environment installs without downloading everything again.
     let cache = tempfile::tempdir().unwrap();
     let home = std::env::var("HOME").unwrap_or_default();
-    let uv_cache = std::env::var("UV_CACHE_DIR").unwrap_or_else(|_| format!("{home}/.cache/uv"));
+    let uv_cache = std::env::var("UV_CACHE_DIR")
+        .or_else(|_| std::env::var("XDG_CACHE_HOME").map(|x| format!("{x}/uv")))
+        .unwrap_or_else(|_| format!("{home}/.cache/uv"));
     let env: BTreeMap<&str, String> = [
         ("XDG_CACHE_HOME", cache.path().display().to_string()),
         ("UV_CACHE_DIR", uv_cache),
