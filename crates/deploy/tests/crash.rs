@@ -129,6 +129,26 @@ fn stop_all(root: &Path) {
     }
 }
 
+/// A test's scratch directory, whose servers and routers are killed when it goes, however the
+/// test ends: a failed assertion must not leave processes behind on the machine.
+struct World(tempfile::TempDir);
+
+impl World {
+    fn new() -> World {
+        World(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        stop_all(self.0.path());
+    }
+}
+
 struct Models {
     serve: PathBuf,
     router: PathBuf,
@@ -180,7 +200,7 @@ async fn a_deploy_killed_at_any_step_is_repaired_by_the_next() {
         (Phase::Recording, Outcome::Live, "v2"),
     ];
     for (phase, outcome, before_v3) in cases {
-        let world = tempfile::tempdir().unwrap();
+        let world = World::new();
         let port = crate::fixture::stable_port();
         assert_eq!(deploy(&plan(world.path(), port, &models, 0)).await.unwrap().exit_code, 0);
         let status = run_child(&Plan { kill_at: Some(phase), ..plan(world.path(), port, &models, 1) });
@@ -200,7 +220,6 @@ async fn a_deploy_killed_at_any_step_is_repaired_by_the_next() {
         let (serve, router) = processes_of(world.path());
         assert_eq!((serve.len(), router.len()), (1, 1), "{phase:?}: servers {serve:?}, routers {router:?}");
         assert!(!world.path().join(".slipway/deploy/staging/intent.json").exists());
-        stop_all(world.path());
     }
 }
 
@@ -208,7 +227,7 @@ async fn a_deploy_killed_at_any_step_is_repaired_by_the_next() {
 async fn a_deploy_stopped_by_sigterm_repairs_itself_and_releases_the_lock() {
     let models = models();
     for phase in [Phase::Checking, Phase::Soaking] {
-        let world = tempfile::tempdir().unwrap();
+        let world = World::new();
         let port = crate::fixture::stable_port();
         assert_eq!(deploy(&plan(world.path(), port, &models, 0)).await.unwrap().exit_code, 0);
         let status = run_child(&Plan { term_at: Some(phase), ..plan(world.path(), port, &models, 1) });
@@ -222,14 +241,13 @@ async fn a_deploy_stopped_by_sigterm_repairs_itself_and_releases_the_lock() {
         assert_eq!(serve.len(), 1, "{phase:?}: {serve:?}");
         // The lock was released: the next deploy proceeds at once.
         assert_eq!(deploy(&plan(world.path(), port, &models, 2)).await.unwrap().exit_code, 0, "{phase:?}");
-        stop_all(world.path());
     }
 }
 
 #[test]
 fn a_planted_secret_reaches_no_server_or_router() {
     let models = models();
-    let world = tempfile::tempdir().unwrap();
+    let world = World::new();
     let port = crate::fixture::stable_port();
     let secret = format!("planted-{}", std::process::id());
     let webhook = format!("https://hooks.example.invalid/{secret}");
@@ -258,7 +276,6 @@ fn a_planted_secret_reaches_no_server_or_router() {
     // The check reads real environments: the server's holds what it was given.
     let environ = std::fs::read(format!("/proc/{}/environ", serve[0])).unwrap();
     assert!(String::from_utf8_lossy(&environ).contains("ORT_DYLIB_PATH="));
-    stop_all(world.path());
 }
 
 /// A deploy killed after starting the router and before writing `router.json` leaves a router
@@ -266,7 +283,7 @@ fn a_planted_secret_reaches_no_server_or_router() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_router_that_no_file_names_is_replaced() {
     let models = models();
-    let world = tempfile::tempdir().unwrap();
+    let world = World::new();
     let port = crate::fixture::stable_port();
     assert_eq!(deploy(&plan(world.path(), port, &models, 0)).await.unwrap().exit_code, 0);
     std::fs::remove_file(world.path().join(".slipway/deploy/staging/router.json")).unwrap();
@@ -277,5 +294,4 @@ async fn a_router_that_no_file_names_is_replaced() {
     let (serve, router) = processes_of(world.path());
     assert_eq!((serve.len(), router.len()), (1, 1), "servers {serve:?}, routers {router:?}");
     assert_ne!(router, before, "the orphan router was replaced");
-    stop_all(world.path());
 }
