@@ -58,6 +58,15 @@ impl LocalStore {
         self.root.join("records").join(stage).join(format!("{}.json", fingerprint.to_hex()))
     }
 
+    /// The bytes of the record of `stage` for `fingerprint`; `None` if there is none.
+    fn record_bytes(&self, stage: &str, fingerprint: &Digest) -> Result<Option<Vec<u8>>> {
+        let path = self.record_path(stage, fingerprint);
+        match fs::read(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            other => other.map(Some).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
     fn tmp_dir(&self) -> Result<PathBuf> {
         let dir = self.root.join("tmp");
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -71,24 +80,15 @@ impl StepStore for LocalStore {
     }
 
     fn record(&self, stage: &str, fingerprint: &Digest) -> Result<Option<StageRecord>> {
-        let path = self.record_path(stage, fingerprint);
-        let bytes = match fs::read(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            other => other.with_context(|| format!("cannot read {}", path.display()))?,
-        };
         // An unreadable or foreign record is a miss: the stage runs and writes a good one.
-        let record = serde_json::from_slice::<StageRecord>(&bytes).ok();
+        let record =
+            self.record_bytes(stage, fingerprint)?.and_then(|b| serde_json::from_slice::<StageRecord>(&b).ok());
         Ok(record.filter(|r| r.is_current() && r.fingerprint == *fingerprint && r.stage == stage))
     }
 
     fn record_head(&self, stage: &str, fingerprint: &Digest) -> Result<Option<RecordHead>> {
-        let path = self.record_path(stage, fingerprint);
-        let bytes = match fs::read(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            other => other.with_context(|| format!("cannot read {}", path.display()))?,
-        };
         // serde skips the inputs without building them; the rest is checked as `record` checks.
-        let head = serde_json::from_slice::<RecordHead>(&bytes).ok();
+        let head = self.record_bytes(stage, fingerprint)?.and_then(|b| serde_json::from_slice::<RecordHead>(&b).ok());
         Ok(head.filter(|r| r.schema == RECORD_SCHEMA && r.fingerprint == *fingerprint && r.stage == stage))
     }
 
