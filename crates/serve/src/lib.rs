@@ -5,6 +5,7 @@
 //! The listener is bound before anything else ([`Server::bind`]), so a taken port fails at once;
 //! the model then loads in the background while `/healthz` already answers ([`Server::run`]).
 
+mod admit;
 mod app;
 mod conn;
 mod limits;

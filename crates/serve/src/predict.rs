@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use crate::admit::admit;
 use crate::app::App;
 use crate::limits::{Limits, RETRY_AFTER_SECONDS, chunks};
 use crate::load::Loaded;
@@ -20,11 +20,19 @@ const FORMS: &str = r#"expected a JSON object: {"text": "..."}, {"texts": ["..."
 pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) message: String,
+    /// Answered with `Connection: close`: the request's body was not read to its end, so the
+    /// connection cannot carry another request.
+    pub(crate) close: bool,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), close: false }
+    }
+
+    /// The same error, answered with `Connection: close`.
+    pub(crate) fn closing(self) -> ApiError {
+        ApiError { close: true, ..self }
     }
 }
 
@@ -33,6 +41,12 @@ impl IntoResponse for ApiError {
         let mut response = json(self.status, &serde_json::json!({ "error": self.message }));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+        }
+        if self.close {
+            // hyper would close the connection anyway, but it may decide that only after the
+            // head is written, and a client that saw no `close` would send its next request
+            // into a socket already shut.
+            response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
         }
         response
     }
@@ -234,52 +248,6 @@ pub(crate) struct Admitted {
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// A request body admitted to a prediction endpoint, read but not parsed; the slot is held
-/// until the answer is written.
-pub(crate) struct AdmittedBody {
-    pub(crate) headers: axum::http::HeaderMap,
-    pub(crate) body: Bytes,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// Takes a slot (503 with `Retry-After` when every slot is taken, before a byte of the body is
-/// read), checks the content type with `content_type_ok`, and reads the body within the size
-/// limit and the time limit (408).
-pub(crate) async fn admit(
-    req: Request,
-    app: &App,
-    content_type_ok: fn(Option<&header::HeaderValue>) -> bool,
-) -> Result<AdmittedBody, ApiError> {
-    let slot = app.admission().try_acquire_owned().map_err(|_| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy; retry after the Retry-After seconds")
-    })?;
-    if !content_type_ok(req.headers().get(header::CONTENT_TYPE)) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as Content-Type: application/json",
-        ));
-    }
-    let headers = req.headers().clone();
-    let limits = app.limits();
-    let read = tokio::time::timeout(limits.body_timeout, Bytes::from_request(req, app));
-    let body = read
-        .await
-        .map_err(|_| {
-            let msg = format!("the body did not arrive within {:?}", limits.body_timeout);
-            ApiError::new(StatusCode::REQUEST_TIMEOUT, msg)
-        })?
-        .map_err(|rejection| {
-            let status = rejection.status();
-            match status {
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::new(status, format!("the body is over the limit of {} bytes", limits.max_body_bytes))
-                }
-                _ => ApiError::new(status, format!("cannot read the body: {}", rejection.body_text())),
-            }
-        })?;
-    Ok(AdmittedBody { headers, body, _slot: slot })
-}
-
 /// The body extractor of `/predict`: admitted with a JSON content type, then one of the forms
 /// within the limits.
 impl FromRequest<App> for Admitted {
@@ -288,7 +256,7 @@ impl FromRequest<App> for Admitted {
     async fn from_request(req: Request, app: &App) -> Result<Self, Self::Rejection> {
         let admitted = admit(req, app, is_json).await?;
         let request = PredictRequest::parse(&admitted.body, app.limits())?;
-        Ok(Admitted { request, _slot: admitted._slot })
+        Ok(Admitted { request, _slot: admitted.slot })
     }
 }
 

@@ -17,6 +17,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::admit::{AdmittedBody, admit};
 use crate::app::App;
 use crate::limits::Limits;
 use crate::load::Loaded;
@@ -142,13 +143,13 @@ struct RequestedOutput {
 
 /// The body of an `infer` request: JSON, or the binary extension's JSON header followed by
 /// tensor bytes (`application/octet-stream`).
-struct InferBody(predict::AdmittedBody);
+struct InferBody(AdmittedBody);
 
 impl FromRequest<App> for InferBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &App) -> Result<Self, Self::Rejection> {
-        Ok(InferBody(predict::admit(req, app, content_type_ok).await?))
+        Ok(InferBody(admit(req, app, content_type_ok).await?))
     }
 }
 
@@ -236,7 +237,7 @@ fn quoted(names: &[&str]) -> String {
 }
 
 /// The request's JSON part, and the bytes after it when the binary extension is used.
-fn split(body: &predict::AdmittedBody) -> Result<(InferRequest, &[u8]), ApiError> {
+fn split(body: &AdmittedBody) -> Result<(InferRequest, &[u8]), ApiError> {
     let (json_part, binary) = match body.headers.get(HEADER_LENGTH) {
         None => (&body.body[..], &[][..]),
         Some(value) => {

@@ -4,6 +4,7 @@
 //! they do not skip.
 
 mod api;
+mod connections;
 mod features;
 mod fixture;
 mod lifecycle;
