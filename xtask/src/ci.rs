@@ -25,7 +25,7 @@ pub struct Plan<'a> {
 
 /// Runs the pipeline (or `plan.targets` and what they need); returns the exit code.
 pub fn run(root: &Path, env: &Env, common: &Common, plan: &Plan<'_>) -> Result<u8> {
-    let mut pipeline = pipeline(root)?;
+    let mut pipeline = pipeline(&crate::root::program_root(env, root)?, root)?;
     if !plan.targets.is_empty() {
         check_names(&pipeline, plan.targets, "")?;
         pipeline = pipeline.select(plan.targets)?;
@@ -117,7 +117,7 @@ pub fn open_workspace(
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Workspace> {
     let ws = Workspace::new(root, env.clone())
-        .with_program_root(&crate::root::program_root(root)?)
+        .with_program_root(&crate::root::program_root(env, root)?)
         .with_secrets(&pipeline.secrets());
     let choice = ws.env().get("SLIPWAY_STEP_CACHE").map(String::as_str).unwrap_or("");
     let resolved = store::resolve(root, ws.env())?;

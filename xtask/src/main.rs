@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     let result = std::env::current_dir()
         .map_err(anyhow::Error::from)
         .and_then(|cwd| {
-            root::find(&env, &cwd).and_then(|root| root::project(&root, &cwd, flags.common.project.as_deref()))
+            root::find(&env, &cwd).and_then(|root| root::project(&env, &root, &cwd, flags.common.project.as_deref()))
         })
         .and_then(|project| dispatch(&flags, &project, &env));
     match result {

@@ -29,12 +29,12 @@ use engine::Pipeline;
 use crate::config;
 use crate::stages::{check_data, deploy, image, pull, python, rust, train, validate};
 
-/// The pipeline of the repository at `root`, in the order its stages were declared.
-pub fn pipeline(root: &Path) -> Result<Pipeline> {
+/// The pipeline of the project at `root`, run by the `xtask` of the workspace at `program`, in
+/// the order its stages were declared.
+pub fn pipeline(program: &Path, root: &Path) -> Result<Pipeline> {
     let config = config::load(root)?;
-    // A project in a subdirectory of the workspace owns no Rust: the workspace's own pipeline
-    // lints and tests it, with the tools its tests need.
-    let program = crate::root::program_root(root)?;
+    // A project other than the workspace's own owns no Rust: the workspace's own pipeline lints
+    // and tests that, with the tools its tests need.
     let rust = program == root;
     let mut pipeline = Pipeline::new();
     if rust {
@@ -43,7 +43,7 @@ pub fn pipeline(root: &Path) -> Result<Pipeline> {
     let pipeline = pipeline
         // Environments, code quality, and the tests of the pipeline's own code.
         .stage(python::deps())?
-        .stage(rust::lint(rust, program.join(".gitignore").is_file()))?
+        .stage(rust::lint(rust, root.starts_with(program) && program.join(".gitignore").is_file()))?
         .stage(rust::test(rust))?
         // Data, model, gates.
         .stage(pull::stage(root)?)?
@@ -51,7 +51,7 @@ pub fn pipeline(root: &Path) -> Result<Pipeline> {
         .stage(train::stage(root)?)?
         .stage(validate::stage(&config))?
         // Ship: build the server, package it, deploy to staging behind smoke tests.
-        .stage(rust::build())?
+        .stage(rust::build(&crate::root::relative(root, &program.join("Cargo.toml"))))?
         .stage(image::stage())?
         .stage(deploy::staging(&config))?;
     Ok(pipeline)

@@ -14,13 +14,14 @@ use crate::{Env, config};
 /// This module, as code of the `deploy-staging` stage.
 pub const CODE: &str = file!();
 
-/// A deployer for the repository at `root`, talking through `say`.
-pub fn deployer(root: &Path, env: &Env, say: Box<dyn Fn(&str) + Send + Sync>) -> Result<Deployer> {
+/// A deployer for the project at `root`, run by the workspace at `program`, talking through
+/// `say`.
+pub fn deployer(program: &Path, root: &Path, env: &Env, say: Box<dyn Fn(&str) + Send + Sync>) -> Result<Deployer> {
     let config = config::load(root)?;
     let mut remote = store::resolve(root, env)?.open()?;
-    // A project inside another keeps its releases, ledger and locks apart from the workspace's
-    // own on a remote they share (the embedded default is shared by every clone here).
-    if let Some(prefix) = crate::root::remote_prefix(root)? {
+    // A project other than the workspace's own keeps its releases, ledger and locks apart on a
+    // remote they share (the embedded default is shared by every clone here).
+    if let Some(prefix) = crate::root::remote_prefix(program, root) {
         remote = Box::new(store::Prefixed::new(remote, &prefix));
     }
     let who = env.get("GITHUB_ACTOR").or_else(|| env.get("USER")).cloned().unwrap_or_else(|| "unknown".into());
@@ -119,7 +120,7 @@ fn finish(report: &Report) -> u8 {
 
 /// `cargo xtask deploy ENV`.
 pub fn deploy_cmd(root: &Path, env: &Env, env_name: &str) -> Result<u8> {
-    let d = deployer(root, env, say())?;
+    let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
     let candidate = candidate(root, env, &git_sha(root))?;
     let report = run(d.until_signal(env_name, d.deploy(env_name, &candidate)))?;
     Ok(finish(&report))
@@ -127,7 +128,7 @@ pub fn deploy_cmd(root: &Path, env: &Env, env_name: &str) -> Result<u8> {
 
 /// `cargo xtask promote ENV [--from staging] [--approve]`.
 pub fn promote_cmd(root: &Path, env: &Env, args: &PromoteArgs) -> Result<u8> {
-    let d = deployer(root, env, say())?;
+    let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
     let approval = approval(&d, args)?;
     let report = run(d.until_signal(&args.env, d.promote(&args.from, &args.env, approval)))?;
     Ok(finish(&report))
@@ -153,14 +154,14 @@ fn approval(d: &Deployer, args: &PromoteArgs) -> Result<Approval> {
 
 /// `cargo xtask rollback --version V [--env production]`.
 pub fn rollback_cmd(root: &Path, env: &Env, args: &RollbackArgs) -> Result<u8> {
-    let d = deployer(root, env, say())?;
+    let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
     let report = run(d.until_signal(&args.env, d.rollback(&args.version, &args.env)))?;
     Ok(finish(&report))
 }
 
 /// `cargo xtask releases [--env E]`.
 pub fn releases_cmd(root: &Path, env: &Env, args: &ReleasesArgs) -> Result<u8> {
-    let d = deployer(root, env, say())?;
+    let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
     let events = run(d.events())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&events)?);
@@ -188,7 +189,7 @@ pub fn releases_cmd(root: &Path, env: &Env, args: &ReleasesArgs) -> Result<u8> {
 
 /// `cargo xtask stop [--env E | --all]`.
 pub fn stop_cmd(root: &Path, env: &Env, args: &StopArgs) -> Result<u8> {
-    let d = deployer(root, env, say())?;
+    let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
     let envs: Vec<String> = match (&args.env, args.all) {
         (Some(e), _) => vec![e.clone()],
         (None, true) => d.envs.keys().cloned().collect(),

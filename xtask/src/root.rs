@@ -34,13 +34,17 @@ pub fn find(env: &Env, cwd: &Path) -> Result<PathBuf> {
     }
 }
 
-/// The project to act on inside the workspace at `root`: the directory `--project` names
-/// (relative to `cwd`), else the nearest directory from `cwd` up to `root` that holds a
-/// `slipway.toml`, else `root`. A project other than the root must hold a `slipway.toml` and
-/// lie inside the root: its pipeline builds the server from this workspace.
-pub fn project(root: &Path, cwd: &Path, flag: Option<&Path>) -> Result<PathBuf> {
+/// The project to act on with the workspace at `root`: the directory `--project` names
+/// (relative to `cwd`), else the nearest directory from `cwd` up that holds a `slipway.toml`
+/// (inside `root`, up to `root`), else `root`. A project other than the root must hold a
+/// `slipway.toml`. It may lie inside the workspace (like `examples/tabular`) or outside it: a
+/// team's own repository with Slipway checked out beside or inside it, whose `cargo xtask`
+/// alias names Slipway's manifest. A `cwd` outside `root` is searched only when the root was
+/// not named by `SLIPWAY_ROOT` (`env`), which means "act on this repository".
+pub fn project(env: &Env, root: &Path, cwd: &Path, flag: Option<&Path>) -> Result<PathBuf> {
+    let named = env.get("SLIPWAY_ROOT").is_some_and(|r| !r.is_empty());
     let root = root.canonicalize().with_context(|| format!("cannot resolve {}", root.display()))?;
-    let chosen = match flag {
+    Ok(match flag {
         Some(dir) => {
             let dir = cwd.join(dir);
             let dir = dir.canonicalize().with_context(|| format!("--project {}: no such directory", dir.display()))?;
@@ -50,43 +54,48 @@ pub fn project(root: &Path, cwd: &Path, flag: Option<&Path>) -> Result<PathBuf> 
             dir
         }
         None => match cwd.canonicalize() {
-            Ok(cwd) if cwd.starts_with(&root) => cwd
-                .ancestors()
-                .take_while(|d| d.starts_with(&root))
-                .find(|d| d.join(CONFIG).is_file())
-                .unwrap_or(&root)
-                .to_path_buf(),
-            _ => root.clone(),
+            Ok(cwd) if named && !cwd.starts_with(&root) => root.clone(),
+            Ok(cwd) => {
+                let inside = cwd.starts_with(&root);
+                cwd.ancestors()
+                    .take_while(|d| !inside || d.starts_with(&root))
+                    .find(|d| d.join(CONFIG).is_file())
+                    .unwrap_or(&root)
+                    .to_path_buf()
+            }
+            Err(_) => root.clone(),
         },
-    };
-    if !chosen.starts_with(&root) {
-        bail!(
-            "the project {} is not inside the workspace {}; run `cargo xtask` from the workspace whose xtask and crates it uses",
-            chosen.display(),
-            root.display()
-        );
-    }
-    Ok(chosen)
-}
-
-/// The Cargo workspace that holds `project` (the project itself when it is one): where the
-/// program's code and crates are.
-pub fn program_root(project: &Path) -> Result<PathBuf> {
-    match project.ancestors().find(|dir| is_workspace_root(dir)) {
-        Some(root) => Ok(root.to_path_buf()),
-        None => bail!("{} is not inside a Cargo workspace", project.display()),
-    }
-}
-
-/// Where on a shared remote the releases, ledger and locks of `project` live, when it is a
-/// project inside another workspace: `projects/<its path in the workspace>`.
-pub fn remote_prefix(project: &Path) -> Result<Option<String>> {
-    let program = program_root(project)?;
-    let rel = project.strip_prefix(&program).unwrap_or(Path::new(""));
-    Ok(match rel.as_os_str().is_empty() {
-        true => None,
-        false => Some(format!("projects/{}", rel.to_string_lossy().replace('\\', "/"))),
     })
+}
+
+/// The Cargo workspace whose `xtask` runs for `project`: where the program's code and crates
+/// are. It is the workspace [`find`] gives (`cargo xtask` sets `CARGO_MANIFEST_DIR` to its
+/// `xtask`), which holds the project or, for a project of a repository of its own, sits beside
+/// it.
+pub fn program_root(env: &Env, project: &Path) -> Result<PathBuf> {
+    find(env, project)
+}
+
+/// Where on a shared remote the releases, ledger and locks of `project` live when it is not the
+/// workspace's own: `projects/<its path in the workspace>` inside it, `external/<its directory
+/// name>` outside it. The embedded default remote is shared by every clone on the machine, and
+/// a team's repository may share a remote with others, so the path keeps them apart.
+pub fn remote_prefix(program: &Path, project: &Path) -> Option<String> {
+    let clean = |p: &Path| p.to_string_lossy().replace('\\', "/");
+    match project.strip_prefix(program) {
+        Ok(rel) if rel.as_os_str().is_empty() => None,
+        Ok(rel) => Some(format!("projects/{}", clean(rel))),
+        Err(_) => Some(format!("external/{}", clean(Path::new(project.file_name().unwrap_or(project.as_os_str()))))),
+    }
+}
+
+/// `to` written relative to `from` (both absolute and resolved): `../../Cargo.toml`.
+pub fn relative(from: &Path, to: &Path) -> PathBuf {
+    let common = from.components().zip(to.components()).take_while(|(a, b)| a == b).count();
+    let up = from.components().count() - common;
+    let mut out: PathBuf = std::iter::repeat_n(std::path::Component::ParentDir, up).collect();
+    out.extend(to.components().skip(common));
+    out
 }
 
 /// Slipway's settings file, whose directory is a project.
@@ -136,19 +145,40 @@ mod tests {
         std::fs::write(root.join("examples/tab/slipway.toml"), "").unwrap();
         std::fs::write(root.join("slipway.toml"), "").unwrap();
         let tab = root.join("examples/tab");
-        assert_eq!(project(&root, &root.join("xtask/src"), None).unwrap(), root);
-        assert_eq!(project(&root, &tab.join("training"), None).unwrap(), tab);
-        assert_eq!(project(&root, &root, Some(Path::new("examples/tab"))).unwrap(), tab);
-        assert_eq!(project(&root, &tab, Some(Path::new("../.."))).unwrap(), root);
-        let e = project(&root, &root, Some(Path::new("xtask"))).unwrap_err().to_string();
+        assert_eq!(project(&Env::new(), &root, &root.join("xtask/src"), None).unwrap(), root);
+        assert_eq!(project(&Env::new(), &root, &tab.join("training"), None).unwrap(), tab);
+        assert_eq!(project(&Env::new(), &root, &root, Some(Path::new("examples/tab"))).unwrap(), tab);
+        assert_eq!(project(&Env::new(), &root, &tab, Some(Path::new("../.."))).unwrap(), root);
+        let e = project(&Env::new(), &root, &root, Some(Path::new("xtask"))).unwrap_err().to_string();
         assert!(e.contains("there is no slipway.toml there"), "{e}");
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("slipway.toml"), "").unwrap();
-        let e = project(&root, &root, Some(outside.path())).unwrap_err().to_string();
-        assert!(e.contains("is not inside the workspace"), "{e}");
-        assert_eq!(program_root(&tab).unwrap(), root);
-        assert_eq!(remote_prefix(&tab).unwrap().as_deref(), Some("projects/examples/tab"));
-        assert_eq!(remote_prefix(&root).unwrap(), None);
-        assert_eq!(program_root(&root).unwrap(), root);
+        assert_eq!(program_root(&Env::new(), &tab).unwrap(), root);
+        assert_eq!(remote_prefix(&root, &tab).as_deref(), Some("projects/examples/tab"));
+        assert_eq!(remote_prefix(&root, &root), None);
+        assert_eq!(program_root(&Env::new(), &root).unwrap(), root);
+    }
+
+    #[test]
+    fn a_project_of_its_own_repository_runs_with_the_workspace_cargo_ran() {
+        let ws = workspace();
+        let root = ws.path().canonicalize().unwrap();
+        let team = tempfile::tempdir().unwrap();
+        let churn = team.path().canonicalize().unwrap().join("churn");
+        std::fs::create_dir_all(churn.join("training")).unwrap();
+        std::fs::write(churn.join("slipway.toml"), "").unwrap();
+        assert_eq!(project(&Env::new(), &root, &churn.join("training"), None).unwrap(), churn);
+        assert_eq!(project(&Env::new(), &root, &root, Some(&churn)).unwrap(), churn);
+        assert_eq!(project(&Env::new(), &root, team.path(), None).unwrap(), root, "no settings file up from the cwd");
+        let named: Env = [("SLIPWAY_ROOT".to_string(), root.display().to_string())].into();
+        assert_eq!(project(&named, &root, &churn, None).unwrap(), root, "SLIPWAY_ROOT names the project");
+        assert_eq!(project(&named, &root, &root, Some(&churn)).unwrap(), churn, "unless --project says otherwise");
+        let cargo_run: Env = [("CARGO_MANIFEST_DIR".to_string(), root.join("xtask").display().to_string())].into();
+        assert_eq!(program_root(&cargo_run, &churn).unwrap(), root);
+        assert_eq!(remote_prefix(&root, &churn).as_deref(), Some("external/churn"));
+        assert_eq!(
+            churn.join(relative(&churn, &root.join("Cargo.toml"))).canonicalize().unwrap(),
+            root.join("Cargo.toml")
+        );
+        assert_eq!(relative(&root, &root.join("Cargo.toml")), Path::new("Cargo.toml"));
+        assert_eq!(relative(&root.join("examples/tab"), &root.join("Cargo.toml")), Path::new("../../Cargo.toml"));
     }
 }

@@ -12,7 +12,7 @@ use crate::pipeline::pipeline;
 /// Prints the status of every stage; always exits 0 when it could be computed.
 pub fn run(root: &Path, env: &Env, common: &Common, json: bool) -> Result<u8> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let pipeline = pipeline(root)?;
+    let pipeline = pipeline(&crate::root::program_root(env, root)?, root)?;
     let ws = crate::ci::open_workspace(root, env, &pipeline, &runtime)?;
     let mut statuses = engine::status(&pipeline, &ws, common.no_cache)?;
     for s in statuses.iter_mut().filter(|s| common.force.contains(&s.stage)) {

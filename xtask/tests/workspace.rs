@@ -29,7 +29,14 @@ use scratch::Scratch;
 /// Runs the shared binary in `clone` as `cargo xtask ARGS` would: from the clone, with cargo's
 /// `CARGO_MANIFEST_DIR`, and the shared target directory.
 fn xtask_in(clone: &Scratch, args: &[&str], env: &BTreeMap<&str, String>) -> (i32, String, String) {
-    let sh = clone.shell();
+    xtask_from(clone.root(), clone, args, env)
+}
+
+/// Runs the shared binary from the directory `cwd` as `cargo xtask ARGS` would with the
+/// workspace `clone`'s manifest (`--manifest-path`, or a plain `cargo xtask` inside it).
+fn xtask_from(cwd: &Path, clone: &Scratch, args: &[&str], env: &BTreeMap<&str, String>) -> (i32, String, String) {
+    let sh = xshell::Shell::new().unwrap();
+    sh.change_dir(cwd);
     sh.set_var("CARGO_MANIFEST_DIR", clone.root().join("xtask"));
     sh.set_var("CARGO_TARGET_DIR", target_dir());
     // Empty counts as unset for Slipway; xshell 0.2 cannot unset.
@@ -149,12 +156,27 @@ impl Drop for StopAll<'_> {
 /// Two free ports on 127.0.0.1 for stable addresses, below the kernel's ephemeral range: the
 /// servers a deploy starts get ports from `bind(0)`, which could hand one of these out again
 /// while its router is being replaced.
+/// Tests of one process that run at once each take ports of their own, from a range that starts
+/// at a place of this process's: a port found free is not bound until the deploy starts.
 fn two_free_ports() -> (u16, u16) {
+    static TAKEN: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
     let low = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
-    let start = 10_000 + (std::process::id() % 1000) as u16 * 7;
+    let start =
+        10_000 + (std::process::id() % 1000) as u16 * 7 + TAKEN.fetch_add(100, std::sync::atomic::Ordering::SeqCst);
     let mut free = (start..low).filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
     (free.next().expect("a free port"), free.next().expect("a second free port"))
+}
+
+/// A machine of its own: `cache` as an empty cache directory (so an empty embedded remote), but
+/// uv's package cache kept, so environments install without downloading everything again.
+fn new_machine(cache: &Path) -> BTreeMap<&'static str, String> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let uv_cache = std::env::var("UV_CACHE_DIR")
+        .or_else(|_| std::env::var("XDG_CACHE_HOME").map(|x| format!("{x}/uv")))
+        .unwrap_or_else(|_| format!("{home}/.cache/uv"));
+    [("XDG_CACHE_HOME", cache.display().to_string()), ("UV_CACHE_DIR", uv_cache), ("SLIPWAY_REMOTE", String::new())]
+        .into()
 }
 
 /// `examples/tabular`, a project of its own, through the whole pipeline with this same binary on
@@ -175,19 +197,8 @@ fn the_tabular_example_ships_end_to_end_and_a_second_run_is_cached() {
         .replace("port = 18091", &format!("port = {production}"));
     assert_ne!(moved, text, "the example's ports moved to free ones");
     clone.write(&config, &moved);
-    // A machine of its own: an empty cache directory (so an empty embedded remote), but uv's
-    // package cache kept, so the environment installs without downloading everything again.
     let cache = tempfile::tempdir().unwrap();
-    let home = std::env::var("HOME").unwrap_or_default();
-    let uv_cache = std::env::var("UV_CACHE_DIR")
-        .or_else(|_| std::env::var("XDG_CACHE_HOME").map(|x| format!("{x}/uv")))
-        .unwrap_or_else(|_| format!("{home}/.cache/uv"));
-    let env: BTreeMap<&str, String> = [
-        ("XDG_CACHE_HOME", cache.path().display().to_string()),
-        ("UV_CACHE_DIR", uv_cache),
-        ("SLIPWAY_REMOTE", String::new()),
-    ]
-    .into();
+    let env = new_machine(cache.path());
     let _stop = StopAll { clone: &clone, project: PROJECT, env: env.clone() };
 
     let (code, out, err) = xtask_in(&clone, &["--project", PROJECT, "ci"], &env);
@@ -258,6 +269,77 @@ fn the_tabular_example_ships_end_to_end_and_a_second_run_is_cached() {
     assert!(!unprefixed.exists(), "the example wrote outside its prefix: {}", unprefixed.display());
 
     let (code, out, err) = xtask_in(&clone, &["--project", PROJECT, "ci"], &env);
+    assert_eq!(code, 0, "second ci:\n{out}\n{err}");
+    assert!(format!("{out}\n{err}").contains("10 stages: 0 ran, 10 cached"), "second ci ran something:\n{out}\n{err}");
+}
+
+/// A team's repository of its own, as `docs/adopting.md` sets one up: the tabular example's
+/// files at its root, committed, and Slipway checked out beside it, run as its `cargo xtask`
+/// alias runs it (`--manifest-path` to Slipway's workspace, from the team's directory). Its
+/// pipeline ships through staging, its releases sit under its own prefix on the shared remote,
+/// and a second run does nothing.
+#[test]
+fn a_repository_of_its_own_ships_with_slipway_beside_it() {
+    let slipway = Scratch::of(&repo_root());
+    let team = tempfile::tempdir().unwrap();
+    let team_root = team.path().canonicalize().unwrap();
+    let example = slipway.root().join("examples/tabular");
+    let sh = xshell::Shell::new().unwrap();
+    sh.change_dir(&example);
+    let files = xshell::cmd!(sh, "git ls-files -z").read().unwrap();
+    for rel in files.split('\0').filter(|f| !f.is_empty()) {
+        let dest = team_root.join(rel);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(example.join(rel), dest).unwrap();
+    }
+    let (staging, production) = two_free_ports();
+    let config = team_root.join("slipway.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    let moved = text
+        .replace("port = 18090", &format!("port = {staging}"))
+        .replace("port = 18091", &format!("port = {production}"));
+    fs::write(&config, moved).unwrap();
+    sh.change_dir(&team_root);
+    for args in
+        [&["init", "-q"][..], &["add", "-A"], &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ours"]]
+    {
+        xshell::cmd!(sh, "git {args...}").quiet().run().unwrap();
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let env = new_machine(cache.path());
+    struct Stop<'a>(&'a Path, &'a Scratch, BTreeMap<&'static str, String>);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = xtask_from(self.0, self.1, &["stop", "--all"], &self.2);
+        }
+    }
+    let _stop = Stop(&team_root, &slipway, env.clone());
+
+    let (code, out, err) = xtask_from(&team_root, &slipway, &["ci"], &env);
+    let summary = format!("{out}\n{err}");
+    assert_eq!(code, 0, "ci of the team's repository:\n{summary}");
+    for stage in ["deps", "lint", "test", "pull", "check-data", "train", "validate", "build", "image", "deploy-staging"]
+    {
+        assert!(
+            summary.lines().any(|l| l.starts_with(stage) && l.contains(" ran ")),
+            "{stage} did not run:\n{summary}"
+        );
+    }
+    assert!(team_root.join("dist/slipway-serve").is_file(), "the server was built into the team's dist/");
+    assert!(!slipway.root().join("models").exists(), "the team's run wrote into Slipway's checkout");
+    let name = team_root.file_name().unwrap().to_str().unwrap();
+    let ledger = cache.path().join(format!("slipway/remote/external/{name}/slipway/ledger/v1"));
+    assert!(ledger.is_dir(), "no ledger under the repository's prefix: {}", ledger.display());
+    assert!(!cache.path().join("slipway/remote/slipway").exists(), "the team's releases are not apart");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut answer = agent
+        .post(&format!("http://127.0.0.1:{staging}/predict"))
+        .header("content-type", "application/json")
+        .send(serde_json::json!({ "features": vec![1.0; 13] }).to_string())
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200, "{}", answer.body_mut().read_to_string().unwrap());
+
+    let (code, out, err) = xtask_from(&team_root, &slipway, &["ci"], &env);
     assert_eq!(code, 0, "second ci:\n{out}\n{err}");
     assert!(format!("{out}\n{err}").contains("10 stages: 0 ran, 10 cached"), "second ci ran something:\n{out}\n{err}");
 }

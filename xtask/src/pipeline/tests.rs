@@ -32,7 +32,7 @@ fn block_after(doc: &str, marker: &str, prefix: &str) -> String {
 #[test]
 fn the_docs_show_the_pipeline_as_it_is() {
     let root = repo_root();
-    let diagram = pipeline(&root).unwrap().diagram();
+    let diagram = pipeline(&root, &root).unwrap().diagram();
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
     let docs = [
         ("README.md", block_after(&read("README.md"), "The pipeline, as", "")),
@@ -46,7 +46,7 @@ fn the_docs_show_the_pipeline_as_it_is() {
 
 #[test]
 fn nothing_ships_before_every_gate_has_passed() {
-    let p = pipeline(&repo_root()).unwrap();
+    let p = pipeline(&repo_root(), &repo_root()).unwrap();
     for shipping in p.stages().iter().filter(|s| s.role() == engine::Role::Ships) {
         let waits: Vec<&str> = p.waits_for(shipping.name()).iter().map(|s| s.name()).collect();
         for gate in ["lint", "test", "check-data", "validate"] {
@@ -60,7 +60,7 @@ fn nothing_ships_before_every_gate_has_passed() {
 #[test]
 fn every_stage_declares_the_modules_its_code_calls() {
     let root = repo_root();
-    for stage in pipeline(&root).unwrap().stages() {
+    for stage in pipeline(&root, &root).unwrap().stages() {
         let own = &stage.pipeline_code_paths()[0];
         assert!(own.starts_with("xtask/src/stages/"), "{} is not built with engine::stage! in stages/", stage.name());
         let mut todo = vec![own.clone()];
@@ -110,7 +110,7 @@ use scratch::Scratch as Copy;
 /// Every stage's fingerprint and inputs in `copy`, each upstream stage standing in with a
 /// fixed digest.
 fn keys(copy: &Copy) -> BTreeMap<String, (Digest, Vec<engine::ResolvedInput>)> {
-    let pipeline: Pipeline = pipeline(copy.root()).unwrap();
+    let pipeline: Pipeline = pipeline(copy.root(), copy.root()).unwrap();
     let ws = Workspace::new(copy.root(), process_env());
     let upstream: BTreeMap<String, Digest> =
         pipeline.stages().iter().map(|s| (s.name().to_string(), Digest::of(s.name().as_bytes()))).collect();
@@ -248,7 +248,7 @@ fn a_tool_cache_is_nobodys_input() {
 #[test]
 fn the_test_stage_declares_every_tracked_top_level_path() {
     let root = repo_root();
-    let p = pipeline(&root).unwrap();
+    let p = pipeline(&root, &root).unwrap();
     let test = p.stages().iter().find(|s| s.name() == "test").expect("a test stage");
     let mut declared: Vec<String> = test.code_paths().to_vec();
     for input in test.inputs() {

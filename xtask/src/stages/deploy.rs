@@ -59,7 +59,7 @@ fn action(ctx: &StageContext) -> Result<(), StageError> {
         let _ =
             std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| writeln!(f, "{line}"));
     });
-    let d = crate::release::deployer(&root, ctx.env(), log).map_err(StageError::Failed)?;
+    let d = crate::release::deployer(ctx.program_root(), &root, ctx.env(), log).map_err(StageError::Failed)?;
     let sha = ctx.probe("git-commit").filter(|s| !s.is_empty()).unwrap_or("unknown");
     let candidate = crate::release::candidate(&root, ctx.env(), sha)
         .map_err(|e| StageError::Failed(e.context("assemble the release")))?;
