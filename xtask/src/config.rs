@@ -103,8 +103,20 @@ impl Config {
         share("[data] min_class_share", d.min_class_share)?;
         share("[data] max_duplicate_share", d.max_duplicate_share)?;
         share("[data] max_out_of_range_share", d.max_out_of_range_share)?;
-        if let Some(f) = d.features.iter().find(|f| f.is_empty() || f.len() > 256 || f.chars().any(char::is_control)) {
+        let unusable = |f: &String| f.is_empty() || f.len() > 256 || f.chars().any(char::is_control);
+        if let Some(f) = d.features.iter().find(|f| unusable(f)) {
             return Err(format!("[data] features: `{}` is not a usable column name", f.escape_debug()));
+        }
+        for (key, name) in [("label_column", &d.label_column), ("text_column", &d.text_column)] {
+            if unusable(name) {
+                return Err(format!("[data] {key}: `{}` is not a usable column name", name.escape_debug()));
+            }
+        }
+        if d.label_column == d.text_column {
+            return Err(format!("[data] label_column and text_column are both `{}`; name two columns", d.label_column));
+        }
+        if d.features.contains(&d.label_column) {
+            return Err(format!("[data] features lists the label column `{}`", d.label_column));
         }
         if let Some(l) = d.labels.iter().find(|l| l.is_empty() || l.len() > 256 || l.chars().any(char::is_control)) {
             return Err(format!("[data] labels: `{}` is not a usable label", l.escape_debug()));
@@ -167,6 +179,10 @@ mod tests {
             ("[data]\nmax_out_of_range_share = 2.0\n".to_string(), "max_out_of_range_share"),
             ("[validate]\nmin_accuracy = nan\n".to_string(), "min_accuracy"),
             ("[data]\nmin_class_share = 1.5\n".to_string(), "min_class_share"),
+            ("[data]\nlabel_column = \"\"\n".to_string(), "label_column"),
+            ("[data]\ntext_column = \"a\\nb\"\n".to_string(), "text_column"),
+            ("[data]\nlabel_column = \"text\"\n".to_string(), "both `text`"),
+            ("[data]\nlabel_column = \"y\"\nfeatures = [\"x\", \"y\"]\n".to_string(), "the label column `y`"),
             ("[environments.\"../x\"]\ntarget = \"local\"\nport = 1\n".to_string(), "../x"),
             (env("[environments.other]\ntarget = \"docker\"\nport = 18080\n"), "port 18080"),
             ("[environments.k]\ntarget = \"kubernetes\"\nport = 0\n".to_string(), "kubernetes"),
@@ -175,6 +191,8 @@ mod tests {
             assert!(format!("{err:#}").contains(named), "{text}: {err:#}");
         }
         parse(&env("[environments.staging.smoke]\nsoak_seconds = 0.0\n")).unwrap();
+        let named = parse("[data]\nlabel_column = \"species\"\ntext_column = \"review\"\n").unwrap();
+        assert_eq!(named.data.columns(), gate::Columns { label: "species".into(), text: "review".into() });
         parse(&env("[[environments.staging.smoke.cases]]\nfeatures = [1.0, -2.5]\nlabel = \"a\"\n")).unwrap();
     }
 }

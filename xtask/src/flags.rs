@@ -150,6 +150,12 @@ pub struct ValidateArgs {
     /// Where to write validation_report.json
     #[arg(long)]
     pub output_file: Option<std::path::PathBuf>,
+    /// The test data's label column
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// A text model's input column in the test data
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
 }
 
 #[derive(Args)]

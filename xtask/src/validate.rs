@@ -23,6 +23,7 @@ pub fn run_standalone(root: &Path, env: &Env, args: &ValidateArgs, model: &Path,
         max_accuracy_drop: args.max_accuracy_drop,
     };
     opts.production_model = args.production_model.clone();
+    opts.columns = gate::Columns { label: args.label_column.clone(), text: args.text_column.clone() };
     let (report, verdict) = gate::validate(&opts);
     print!("{}", report.summary());
     if let Some(out) = &args.output_file {

@@ -83,7 +83,7 @@ fn floor(args: &str) {
     let runtime = model::load_runtime(&search(&root)).unwrap();
     let opts = gate::ValidateOptions::new(model_path.into(), data_path.into(), search(&root));
     let model = model::Model::load(runtime, Path::new(model_path), opts.sessions).unwrap();
-    let data = gate::Dataset::read(Path::new(data_path), &model.signature().kind).unwrap();
+    let data = gate::Dataset::read(Path::new(data_path), &model.signature().kind, &gate::Columns::default()).unwrap();
     let chunk = opts.chunk;
     let predict = |rows: std::ops::Range<usize>| {
         for first in rows.clone().step_by(chunk) {

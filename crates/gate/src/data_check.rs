@@ -25,6 +25,10 @@ const MAX_LISTED: usize = 20;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataRules {
+    /// The label column's name.
+    pub label_column: String,
+    /// A text data set's text column (a table without it is a feature table).
+    pub text_column: String,
     /// The allowed labels; any other is bad input. Empty: whatever train holds.
     pub labels: Vec<String>,
     /// Every class must hold at least this share of the training rows.
@@ -40,9 +44,19 @@ pub struct DataRules {
     pub max_out_of_range_share: f64,
 }
 
+impl DataRules {
+    /// The names of the label and text columns, as validation reads them too.
+    pub fn columns(&self) -> crate::Columns {
+        crate::Columns { label: self.label_column.clone(), text: self.text_column.clone() }
+    }
+}
+
 impl Default for DataRules {
     fn default() -> DataRules {
+        let columns = crate::Columns::default();
         DataRules {
+            label_column: columns.label,
+            text_column: columns.text,
             labels: Vec::new(),
             min_class_share: 0.1,
             max_duplicate_share: 0.01,
@@ -154,8 +168,8 @@ pub fn check_data(train: &Path, holdout: &Path, rules: &DataRules) -> (DataRepor
 }
 
 fn run_checks(train: &Path, holdout: &Path, rules: &DataRules, report: &mut DataReport) -> Result<(), String> {
-    let t = read(train)?;
-    let h = read(holdout)?;
+    let t = read(train, rules)?;
+    let h = read(holdout, rules)?;
     let allowed: Vec<String> =
         if rules.labels.is_empty() { t.summary.classes.keys().cloned().collect() } else { rules.labels.clone() };
     for (name, rows) in [("train", &t), ("holdout", &h)] {
@@ -173,10 +187,10 @@ fn run_checks(train: &Path, holdout: &Path, rules: &DataRules, report: &mut Data
     };
     match (&t.features, &h.features) {
         (None, None) if !rules.features.is_empty() => {
-            return Err(
-                "`[data] features` in slipway.toml lists feature columns, but the data has a `text` column; drop `features` or the `text` column"
-                    .to_string(),
-            );
+            let text = &rules.text_column;
+            return Err(format!(
+                "`[data] features` in slipway.toml lists feature columns, but the data has a `{text}` column; drop `features` or the `{text}` column"
+            ));
         }
         (None, None) => {}
         (Some(train_cols), Some(holdout_cols)) => {
@@ -248,10 +262,10 @@ fn run_checks(train: &Path, holdout: &Path, rules: &DataRules, report: &mut Data
             }
         }
         _ => {
-            return Err(
-                "one of train and holdout has a `text` column and the other does not; both must be text or both a feature table"
-                    .to_string(),
-            );
+            return Err(format!(
+                "one of train and holdout has a `{}` column and the other does not; both must be text or both a feature table",
+                rules.text_column
+            ));
         }
     }
     for (name, rows) in [("train", &t), ("holdout", &h)] {
@@ -319,7 +333,7 @@ fn run_checks(train: &Path, holdout: &Path, rules: &DataRules, report: &mut Data
     Ok(())
 }
 
-fn read(path: &Path) -> Result<Rows, String> {
+fn read(path: &Path, rules: &DataRules) -> Result<Rows, String> {
     let name = path.display().to_string();
     let mut reader = csv::ReaderBuilder::new().from_path(path).map_err(|e| format!("cannot read {name}: {e}"))?;
     let header: Vec<String> =
@@ -330,11 +344,12 @@ fn read(path: &Path) -> Result<Rows, String> {
             .position(|h| h == c)
             .ok_or_else(|| format!("{name} has no `{c}` column (columns: {})", header.join(",")))
     };
-    let label_col = col("label")?;
-    let text_col = header.iter().position(|h| h == "text");
+    let label_col = col(&rules.label_column)?;
+    let text_col = header.iter().position(|h| *h == rules.text_column);
     let feature_cols: Vec<usize> = (0..header.len()).filter(|i| *i != label_col).collect();
     if text_col.is_none() && feature_cols.is_empty() {
-        return Err(format!("{name} has no `text` column and no feature columns (columns: {})", header.join(",")));
+        let text = &rules.text_column;
+        return Err(format!("{name} has no `{text}` column and no feature columns (columns: {})", header.join(",")));
     }
     if let Some(dup) = header.iter().enumerate().find(|(i, h)| header[..*i].contains(h)).map(|(_, h)| h) {
         return Err(format!("{name} has the column `{dup}` twice"));

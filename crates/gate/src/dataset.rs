@@ -1,8 +1,25 @@
-//! Reading a labelled CSV: `text,label`, or numeric feature columns plus `label`.
+//! Reading a labelled CSV: `text,label`, or numeric feature columns plus `label` (the names of
+//! the label and text columns are settings: [`Columns`]).
 
 use std::path::Path;
 
 use model::Batch;
+use serde::{Deserialize, Serialize};
+
+/// The names of the columns with a meaning: the label, and a text model's input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Columns {
+    /// The true label of each row.
+    pub label: String,
+    /// A text model's input; a feature model reads every column but the label.
+    pub text: String,
+}
+
+impl Default for Columns {
+    fn default() -> Columns {
+        Columns { label: "label".into(), text: "text".into() }
+    }
+}
 
 /// Why a dataset could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +86,9 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Reads `path` for a model taking `kind`: `text,label` for a text model; numeric feature
-    /// columns and `label` for a features model.
-    pub fn read(path: &Path, kind: &model::InputKind) -> Result<Dataset, DataError> {
+    /// Reads `path` for a model taking `kind`: the text and label columns for a text model;
+    /// numeric feature columns and the label column for a features model.
+    pub fn read(path: &Path, kind: &model::InputKind, columns: &Columns) -> Result<Dataset, DataError> {
         let name = path.display().to_string();
         let unreadable = |detail: String| DataError::Unreadable { path: name.clone(), detail };
         let mut reader = csv::ReaderBuilder::new().from_path(path).map_err(|e| unreadable(e.to_string()))?;
@@ -82,9 +99,10 @@ impl Dataset {
             column: column.to_string(),
             found: header.join(","),
         };
-        let label_col = header.iter().position(|h| h == "label").ok_or_else(|| missing("label"))?;
+        let find = |c: &str| header.iter().position(|h| h == c).ok_or_else(|| missing(c));
+        let label_col = find(&columns.label)?;
         let text_col = match kind {
-            model::InputKind::Text => Some(header.iter().position(|h| h == "text").ok_or_else(|| missing("text"))?),
+            model::InputKind::Text => Some(find(&columns.text)?),
             model::InputKind::Features { .. } => None,
         };
         let feature_cols: Vec<usize> = (0..header.len()).filter(|i| *i != label_col).collect();
@@ -160,7 +178,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.csv");
         std::fs::write(&path, text).unwrap();
-        Dataset::read(&path, &kind)
+        Dataset::read(&path, &kind, &Columns::default())
     }
 
     fn read(text: &str) -> Result<Dataset, DataError> {
@@ -185,6 +203,28 @@ mod tests {
             d.inputs,
             Inputs::Features { columns: vec!["f0".into(), "f1".into()], rows: vec![vec![1.0, 2.5], vec![-1.0, 0.0]] }
         );
+    }
+
+    #[test]
+    fn the_label_and_text_columns_are_named_by_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csv");
+        std::fs::write(&path, "review,label,sentiment\ngood,x,pos\nbad,y,neg\n").unwrap();
+        let columns = Columns { label: "sentiment".into(), text: "review".into() };
+        let d = Dataset::read(&path, &model::InputKind::Text, &columns).unwrap();
+        assert_eq!(d.inputs, Inputs::Texts(vec!["good".into(), "bad".into()]));
+        assert_eq!(d.labels, ["pos", "neg"]);
+        // A feature table with a renamed label: the column named `label` is a feature like any other.
+        std::fs::write(&path, "f0,label,species\n1,2,a\n3,4,b\n").unwrap();
+        let columns = Columns { label: "species".into(), ..Columns::default() };
+        let d = Dataset::read(&path, &model::InputKind::Features { width: None }, &columns).unwrap();
+        assert_eq!(d.labels, ["a", "b"]);
+        assert_eq!(
+            d.inputs,
+            Inputs::Features { columns: vec!["f0".into(), "label".into()], rows: vec![vec![1.0, 2.0], vec![3.0, 4.0]] }
+        );
+        let e = Dataset::read(&path, &model::InputKind::Text, &Columns { label: "y".into(), ..Columns::default() });
+        assert!(e.unwrap_err().to_string().contains("has no `y` column (columns: f0,label,species)"));
     }
 
     #[test]

@@ -9,6 +9,6 @@ pub mod report;
 pub mod validate;
 
 pub use data_check::{DataReport, DataRules, check_data};
-pub use dataset::{DataError, Dataset, Inputs};
+pub use dataset::{Columns, DataError, Dataset, Inputs};
 pub use report::{REPORT_SCHEMA, Thresholds, ValidationReport};
 pub use validate::{ValidateOptions, Verdict, validate};

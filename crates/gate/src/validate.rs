@@ -24,6 +24,8 @@ pub struct ValidateOptions {
     pub model_path: PathBuf,
     /// The labelled holdout.
     pub data_path: PathBuf,
+    /// The names of its label and text columns.
+    pub columns: crate::Columns,
     /// The thresholds.
     pub thresholds: Thresholds,
     /// The model in production, to check for regressions against, if there is one.
@@ -50,6 +52,7 @@ impl ValidateOptions {
         ValidateOptions {
             model_path,
             data_path,
+            columns: crate::Columns::default(),
             thresholds: Thresholds::default(),
             production_model: None,
             runtime,
@@ -116,7 +119,7 @@ fn judge(opts: &ValidateOptions, report: &mut ValidationReport) -> Result<(), St
     let model =
         Model::load(runtime, &opts.model_path, opts.sessions).map_err(|e| fail(report, "model_loads", with_help(e)))?;
     report.checks.insert("model_loads".into(), true);
-    let data = Dataset::read(&opts.data_path, &model.signature().kind)
+    let data = Dataset::read(&opts.data_path, &model.signature().kind, &opts.columns)
         .map_err(|e| fail(report, "data_loads", e.to_string()))?;
     report.checks.insert("data_loads".into(), true);
     report.rows = data.len();

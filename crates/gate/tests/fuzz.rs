@@ -28,7 +28,7 @@ fn a_text_csv_is_read_or_refused() {
     mutate::run("gate: text CSV", mutate::inputs(TEXT_CSVS), |bytes| {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "holdout.csv", &bytes);
-        let Ok(data) = Dataset::read(&path, &InputKind::Text) else { return Ok(false) };
+        let Ok(data) = Dataset::read(&path, &InputKind::Text, &gate::Columns::default()) else { return Ok(false) };
         let Inputs::Texts(texts) = &data.inputs else { panic!("a text model reads texts") };
         prop_assert!(!data.is_empty() && texts.len() == data.len());
         Ok(true)
@@ -40,7 +40,9 @@ fn a_features_csv_is_read_or_refused() {
     mutate::run("gate: features CSV", mutate::inputs(FEATURE_CSVS), |bytes| {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "holdout.csv", &bytes);
-        let Ok(data) = Dataset::read(&path, &InputKind::Features { width: None }) else { return Ok(false) };
+        let Ok(data) = Dataset::read(&path, &InputKind::Features { width: None }, &gate::Columns::default()) else {
+            return Ok(false);
+        };
         let Inputs::Features { columns, rows } = &data.inputs else { panic!("a features model reads rows") };
         prop_assert!(!data.is_empty() && rows.len() == data.len());
         prop_assert!(rows.iter().all(|r| r.len() == columns.len()));

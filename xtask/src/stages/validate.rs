@@ -9,6 +9,7 @@ use crate::paths::{HOLDOUT_DATA, MODEL, VALIDATION_REPORT};
 /// Judges the trained model against the `[validate]` thresholds of `slipway.toml`.
 pub fn stage(config: &crate::config::Config) -> Stage {
     let v = config.validate.clone();
+    let columns = config.data.columns();
     let mut stage = engine::stage!("validate", "validate the model with ONNX Runtime")
         .gate()
         .uses("train")
@@ -21,18 +22,20 @@ pub fn stage(config: &crate::config::Config) -> Stage {
         .env(crate::ort::DYLIB_VAR)
         .pass_env(&["GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY"])
         .param("thresholds", serde_json::to_value(&v).expect("thresholds serialize"))
+        .param("columns", serde_json::to_value(&columns).expect("column names serialize"))
         .output(VALIDATION_REPORT)
         .keep_failed_outputs();
     if let Some(prod) = &v.production_model {
         stage = stage.files("production-model", &[prod]);
     }
-    stage.run(move |ctx| action(ctx, &v))
+    stage.run(move |ctx| action(ctx, &v, &columns))
 }
 
 /// The gate on the trained model and the holdout data.
-fn action(ctx: &StageContext, config: &ValidateConfig) -> Result<(), StageError> {
+fn action(ctx: &StageContext, config: &ValidateConfig, columns: &gate::Columns) -> Result<(), StageError> {
     let root = ctx.root();
     let mut opts = ValidateOptions::new(root.join(MODEL), root.join(HOLDOUT_DATA), crate::ort::search(root, ctx.env()));
+    opts.columns = columns.clone();
     opts.thresholds = config.thresholds();
     opts.production_model = config.production_model.as_ref().map(|p| root.join(p));
     let (report, verdict) = gate::validate(&opts);

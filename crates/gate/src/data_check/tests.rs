@@ -113,3 +113,17 @@ fn declared_features_are_the_schema() {
     assert_eq!(verdict, Verdict::CouldNotRun, "declared features on text data");
     assert!(report.errors.iter().any(|e| e.contains("has a `text` column")), "{:?}", report.errors);
 }
+
+#[test]
+fn the_label_and_text_columns_are_named_by_the_rules() {
+    let rules = DataRules { label_column: "sentiment".into(), text_column: "review".into(), ..DataRules::default() };
+    let train = "review,sentiment\ngood film,fresh\nbad film,rotten\nfine film,fresh\ndull film,rotten\n";
+    let (report, verdict) = check(train, "review,sentiment\ngreat,fresh\nawful,rotten\n", &rules);
+    assert_eq!(verdict, Verdict::Passed, "{:?}", report.errors);
+    assert_eq!(report.train.as_ref().unwrap().classes["rotten"], 2);
+    assert!(report.train.unwrap().columns.is_empty(), "read as text, not as a feature table");
+    // The same files under the default names: no `label` column.
+    let (report, verdict) = check(train, "review,sentiment\ngreat,fresh\n", &DataRules::default());
+    assert_eq!(verdict, Verdict::CouldNotRun);
+    assert!(report.errors.iter().any(|e| e.contains("has no `label` column")), "{:?}", report.errors);
+}
