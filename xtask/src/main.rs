@@ -16,6 +16,7 @@ mod root;
 mod stages;
 mod status;
 mod validate;
+mod who;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;

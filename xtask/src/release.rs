@@ -24,7 +24,7 @@ pub fn deployer(program: &Path, root: &Path, env: &Env, say: Box<dyn Fn(&str) + 
     if let Some(prefix) = crate::root::remote_prefix(program, root) {
         remote = Box::new(store::Prefixed::new(remote, &prefix));
     }
-    let who = env.get("GITHUB_ACTOR").or_else(|| env.get("USER")).cloned().unwrap_or_else(|| "unknown".into());
+    let who = crate::who::who(env, root);
     let webhook = env.get(deploy::notify::WEBHOOK_VAR).filter(|u| !u.is_empty()).cloned();
     Ok(Deployer {
         root: root.to_path_buf(),

@@ -300,13 +300,22 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
         .replace("port = 18091", &format!("port = {production}"));
     fs::write(&config, moved).unwrap();
     sh.change_dir(&team_root);
-    for args in
-        [&["init", "-q"][..], &["add", "-A"], &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ours"]]
-    {
+    let git: [&[&str]; 5] = [
+        &["init", "-q"],
+        &["config", "user.name", "Team Bot"],
+        &["config", "user.email", "bot@example.com"],
+        &["add", "-A"],
+        &["commit", "-qm", "ours"],
+    ];
+    for args in git {
         xshell::cmd!(sh, "git {args...}").quiet().run().unwrap();
     }
     let cache = tempfile::tempdir().unwrap();
-    let env = new_machine(cache.path());
+    let mut env = new_machine(cache.path());
+    // Who deployed comes from the repository's git identity when CI names no actor.
+    for var in ["GITHUB_ACTOR", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL"] {
+        env.insert(var, String::new());
+    }
     struct Stop<'a>(&'a Path, &'a Scratch, BTreeMap<&'static str, String>);
     impl Drop for Stop<'_> {
         fn drop(&mut self) {
@@ -338,6 +347,10 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
         .send(serde_json::json!({ "features": vec![1.0; 13] }).to_string())
         .unwrap();
     assert_eq!(answer.status().as_u16(), 200, "{}", answer.body_mut().read_to_string().unwrap());
+    let (code, out, err) = xtask_from(&team_root, &slipway, &["releases", "--json"], &env);
+    assert_eq!(code, 0, "{err}");
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(events[0]["who"], "Team Bot <bot@example.com>", "{events}");
 
     let (code, out, err) = xtask_from(&team_root, &slipway, &["ci"], &env);
     assert_eq!(code, 0, "second ci:\n{out}\n{err}");

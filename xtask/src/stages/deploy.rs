@@ -22,6 +22,7 @@ pub fn staging(config: &Config) -> Stage {
         .uses("image")
         .pipeline_code(crate::release::CODE)
         .pipeline_code(crate::root::CODE)
+        .pipeline_code(crate::who::CODE)
         .pipeline_code(crate::ort::CODE)
         .pipeline_code(crate::config::CODE)
         .pipeline_code(crate::paths::CODE)
@@ -32,7 +33,9 @@ pub fn staging(config: &Config) -> Stage {
         .env(crate::ort::DYLIB_VAR)
         .pass_env(store::REMOTE_ENV)
         .pass_secrets(store::REMOTE_SECRETS)
-        .pass_env(&["GITHUB_ACTOR", "DOCKER_HOST"])
+        .pass_env(&["DOCKER_HOST"])
+        // Who deployed, for the ledger; not what was deployed, so not keyed.
+        .pass_env(&crate::who::VARS.iter().filter(|v| !store::REMOTE_ENV.contains(v)).collect::<Vec<_>>())
         .pass_secrets(&[deploy::notify::WEBHOOK_VAR])
         .environment(&dir)
         .alive(move |root, _| serves_this_model(root, port))
