@@ -43,6 +43,8 @@ pub const ROUTER_BIN: &str = "dist/slipway-router";
 pub const IMAGE_DIR: &str = "dist/image";
 pub const IMAGE_RECORD: &str = "dist/image/built.json";
 pub const IMAGE_ARCHIVE: &str = "dist/image/image.tar";
+/// The image's in-toto / SLSA provenance statement, which every release carries.
+pub const IMAGE_PROVENANCE: &str = "dist/image/provenance.intoto.json";
 
 /// Slipway's settings.
 pub const CONFIG: &str = "slipway.toml";

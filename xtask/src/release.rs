@@ -8,7 +8,7 @@ use anyhow::Result;
 use deploy::{Approval, Candidate, Deployer, Report};
 
 use crate::flags::{PromoteArgs, ReleasesArgs, RollbackArgs, StopArgs};
-use crate::paths::{IMAGE_ARCHIVE, IMAGE_RECORD, MODEL, ROUTER_BIN, SERVE_BIN};
+use crate::paths::{IMAGE_ARCHIVE, IMAGE_PROVENANCE, IMAGE_RECORD, MODEL, ROUTER_BIN, SERVE_BIN};
 use crate::{Env, config};
 
 /// This module, as code of the `deploy-staging` stage.
@@ -58,6 +58,7 @@ pub fn candidate(root: &Path, env: &Env, git_sha: &str) -> Result<Candidate> {
         std::fs::read(root.join(IMAGE_RECORD)).ok().and_then(|b| serde_json::from_slice(&b).ok());
     if image.is_some() {
         files.push(("image.tar".to_string(), root.join(IMAGE_ARCHIVE)));
+        files.push(("provenance.intoto.json".to_string(), root.join(IMAGE_PROVENANCE)));
     }
     let config = config::load(root)?;
     let config_json = serde_json::to_vec(&config.environments())?;

@@ -351,6 +351,23 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
     assert_eq!(code, 0, "{err}");
     let events: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(events[0]["who"], "Team Bot <bot@example.com>", "{events}");
+    // The image's provenance names the image and the model the ledger holds, and the release
+    // carries it.
+    let statement = fs::read(team_root.join("dist/image/provenance.intoto.json")).unwrap();
+    let provenance: serde_json::Value = serde_json::from_slice(&statement).unwrap();
+    let built: serde_json::Value =
+        serde_json::from_slice(&fs::read(team_root.join("dist/image/built.json")).unwrap()).unwrap();
+    assert_eq!(provenance["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(provenance["predicateType"], "https://slsa.dev/provenance/v1");
+    let subject = format!("sha256:{}", provenance["subject"][0]["digest"]["sha256"].as_str().unwrap());
+    assert_eq!(subject, built["manifest_digest"].as_str().unwrap());
+    let deps = provenance["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap();
+    let model = deps.iter().find(|d| d["name"] == "model.onnx").expect("the model among the dependencies");
+    assert_eq!(model["digest"]["blake3"], events[0]["release"]["model_digest"], "{provenance}");
+    let head = xshell::cmd!(sh, "git rev-parse HEAD").read().unwrap();
+    assert!(deps.iter().any(|d| d["digest"]["gitCommit"] == head.as_str()), "the commit: {provenance}");
+    let linked = &events[0]["release"]["files"]["provenance.intoto.json"];
+    assert_eq!(linked.as_str(), Some(blake3::hash(&statement).to_hex().as_str()), "the release links it");
 
     let (code, out, err) = xtask_from(&team_root, &slipway, &["ci"], &env);
     assert_eq!(code, 0, "second ci:\n{out}\n{err}");

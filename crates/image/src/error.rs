@@ -34,6 +34,9 @@ pub enum ImageError {
     /// The spec contradicts itself or the OCI rules.
     #[error("invalid image spec: {0}")]
     BadSpec(String),
+    /// The provenance statement would name something it cannot identify.
+    #[error("cannot write the provenance statement: {0}")]
+    Provenance(String),
     /// A lock file could not be parsed.
     #[error("cannot parse the lock file {path}: {detail}")]
     BadLock {

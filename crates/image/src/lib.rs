@@ -5,6 +5,7 @@
 //!   `docker load` accept, and `sbom.cdx.json` — with no Docker engine and no base image.
 //! - [`sbom()`] writes the CycloneDX 1.5 document that `build` stores beside the image.
 //! - [`push`] sends a layout's image and its SBOM to a registry (Distribution API v2).
+//! - [`provenance()`] writes the in-toto / SLSA provenance v1 statement of a built image.
 //!
 //! Equal inputs give equal bytes: every layer is sorted, owned by root, stamped with
 //! `SOURCE_DATE_EPOCH` and compressed by one fixed gzip; every JSON map is ordered.
@@ -16,6 +17,7 @@ mod layer;
 mod layout;
 mod libs;
 pub mod oci;
+mod provenance;
 mod push;
 mod sbom;
 mod spec;
@@ -24,6 +26,7 @@ pub use assemble::build;
 pub use digest::sha256;
 pub use error::{ImageError, PushError, WithHelp};
 pub use libs::resolve_libraries;
+pub use provenance::{BUILD_TYPE, Material, PREDICATE_TYPE, ProvenanceInput, STATEMENT_TYPE, provenance};
 pub use push::{Credentials, PASSWORD_VAR, Pushed, REGISTRY_ENV, Reference, USER_VAR, push};
 pub use sbom::{SbomInput, sbom};
 pub use spec::{

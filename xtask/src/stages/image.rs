@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use engine::{Stage, StageContext, StageError};
 
-use crate::paths::{IMAGE_DIR, IMAGE_RECORD, MODEL, SERVE_BIN, TRAIN_LOCK};
+use crate::paths::{IMAGE_DIR, IMAGE_PROVENANCE, IMAGE_RECORD, MODEL, SERVE_BIN, TRAIN_LOCK};
 
 /// The variables the image reads, each keyed by value: where it is pushed and as whom, its
 /// timestamps and its source label.
@@ -81,11 +81,12 @@ fn action(ctx: &StageContext) -> Result<(), StageError> {
     labels.insert(image::LABEL_SOURCE.to_string(), source);
     labels.insert(image::LABEL_VERSION.to_string(), git.tags.first().cloned().unwrap_or_else(|| git.short.clone()));
     labels.insert(image::LABEL_MODEL_DIGEST.to_string(), model_digest);
-    labels.insert(image::LABEL_DATA_DIGEST.to_string(), data_digest);
+    labels.insert(image::LABEL_DATA_DIGEST.to_string(), data_digest.clone());
+    let source_uri = labels[image::LABEL_SOURCE].clone();
     let spec = image::ImageSpec {
         repository: "slipway-serve".into(),
         serve_binary: root.join(SERVE_BIN),
-        onnxruntime: runtime,
+        onnxruntime: runtime.clone(),
         model,
         source_date_epoch: epoch,
         labels,
@@ -102,6 +103,9 @@ fn action(ctx: &StageContext) -> Result<(), StageError> {
         built.archive.display(),
         built.sbom.display()
     ));
+    let statement = provenance(ctx, &git, &source_uri, &runtime, &data_digest, &built, &spec.tags)?;
+    engine::write_atomic(&root.join(IMAGE_PROVENANCE), &statement)?;
+    ctx.log_line(&format!("  provenance: {IMAGE_PROVENANCE}"));
     let pushed = push_if_configured(ctx, &built.layout, &spec.tags)?;
     let record = serde_json::json!({
         "manifest_digest": built.manifest_digest,
@@ -140,6 +144,60 @@ fn push_if_configured(ctx: &StageContext, layout: &Path, tags: &[String]) -> Res
         digest = Some(pushed.digest);
     }
     Ok(digest)
+}
+
+/// The SLSA provenance of the image `built`: the commit (when git knows it), the program's
+/// `Cargo.lock`, the data's md5 from its pointer, the model, the training lock, the server
+/// binary and ONNX Runtime, each by digest; the SBOM as a byproduct.
+fn provenance(
+    ctx: &StageContext,
+    git: &Git,
+    source_uri: &str,
+    runtime: &Path,
+    data_digest: &str,
+    built: &image::Built,
+    tags: &[String],
+) -> Result<Vec<u8>> {
+    let root = ctx.root();
+    let file = |name: &str, path: &Path, blake: bool| -> Result<image::Material> {
+        let bytes = std::fs::read(path).with_context(|| format!("read {} for the provenance", path.display()))?;
+        let mut m = image::Material::new(name, "sha256", image::sha256(&bytes).trim_start_matches("sha256:"));
+        if blake {
+            m.digest.insert("blake3".into(), blake3::hash(&bytes).to_hex().to_string());
+        }
+        Ok(m)
+    };
+    let commit = (git.sha.len() == 40 && git.sha.bytes().all(|b| b.is_ascii_hexdigit())).then(|| git.sha.clone());
+    let uri = format!("git+{source_uri}");
+    let mut materials = Vec::new();
+    if let Some(commit) = &commit {
+        materials.push(image::Material {
+            name: "source".into(),
+            uri: Some(uri.clone()),
+            digest: [("gitCommit".to_string(), commit.clone())].into(),
+        });
+    }
+    materials.push(file(CARGO_LOCK, &ctx.program_root().join(CARGO_LOCK), false)?);
+    if let Some(md5) = data_digest.strip_prefix("md5:") {
+        materials.push(image::Material::new(crate::paths::DEMO_POINTER, "md5", md5));
+    }
+    materials.push(file("model.onnx", &root.join(MODEL), true)?);
+    materials.push(file(TRAIN_LOCK, &root.join(TRAIN_LOCK), false)?);
+    materials.push(file("slipway-serve", &root.join(SERVE_BIN), true)?);
+    materials.push(file("libonnxruntime.so", runtime, false)?);
+    let input = image::ProvenanceInput {
+        image_name: "slipway-serve".into(),
+        manifest_digest: built.manifest_digest.clone(),
+        tags: tags.to_vec(),
+        builder_id: format!("{DEFAULT_SOURCE}/xtask@{}", env!("CARGO_PKG_VERSION")),
+        external_parameters: serde_json::json!({
+            "source": { "uri": uri, "digest": commit.map(|c| serde_json::json!({ "gitCommit": c })) },
+            "branch": git.branch,
+        }),
+        materials,
+        byproducts: vec![file("sbom.cdx.json", &built.sbom, false)?],
+    };
+    image::provenance(&input).map_err(|e| anyhow::anyhow!("{}", image::WithHelp(&e)))
 }
 
 /// The data set's identity: the md5 of its DVC manifest, from `data.dvc`.
