@@ -123,9 +123,10 @@ mod tests {
         Instant::now() + Duration::from_secs(5)
     }
 
-    /// 100-byte frames without end, or nothing ever (`stalled`).
+    /// 100-byte frames, up to 1,000 and counted, or nothing ever (`stalled`).
     struct Endless {
         stalled: bool,
+        polled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl HttpBody for Endless {
@@ -135,6 +136,9 @@ mod tests {
         fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             if self.stalled {
                 return Poll::Pending;
+            }
+            if self.polled.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1000 {
+                return Poll::Ready(None);
             }
             Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&[b'x'; 100])))))
         }
@@ -152,15 +156,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_without_end_is_read_only_to_twice_the_limit() {
-        let read = read(Body::new(Endless { stalled: false }), 1000, deadline()).await;
+    async fn a_long_body_is_read_only_to_twice_the_limit() {
+        let polled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let read = read(Body::new(Endless { stalled: false, polled: polled.clone() }), 1000, deadline()).await;
         assert!(matches!(read, Read::TooLarge), "{read:?}");
+        let frames = polled.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(frames <= 21, "{frames} frames of 100 bytes were read for a limit of 1000");
     }
 
     #[tokio::test]
     async fn a_body_that_stops_coming_is_late() {
         let soon = Instant::now() + Duration::from_millis(50);
-        let read = read(Body::new(Endless { stalled: true }), 1000, soon).await;
+        let read = read(Body::new(Endless { stalled: true, polled: Default::default() }), 1000, soon).await;
         assert!(matches!(read, Read::Late), "{read:?}");
     }
 }

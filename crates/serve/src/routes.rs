@@ -80,16 +80,19 @@ async fn metrics(State(app): State<App>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no such endpoint; try POST /predict, GET /healthz, /readyz or /metrics, or the Open Inference Protocol under /v2",
-    )
+/// Refusals of a request whose body is not read: with one, the connection closes (see admit.rs).
+fn unread(req: &Request, error: ApiError) -> ApiError {
+    let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING) || length.is_some_and(|l| l.trim() != "0");
+    if has_body { error.closing() } else { error }
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed; /predict and /v2/models/{name}/infer take POST, the others GET",
-    )
+async fn not_found(req: Request) -> ApiError {
+    let msg = "no such endpoint; try POST /predict, GET /healthz, /readyz or /metrics, or the Open Inference Protocol under /v2";
+    unread(&req, ApiError::new(StatusCode::NOT_FOUND, msg))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    let msg = "method not allowed; /predict and /v2/models/{name}/infer take POST, the others GET";
+    unread(&req, ApiError::new(StatusCode::METHOD_NOT_ALLOWED, msg))
 }
