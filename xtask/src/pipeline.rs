@@ -51,7 +51,7 @@ pub fn pipeline(program: &Path, root: &Path) -> Result<Pipeline> {
         .stage(train::stage(root)?)?
         .stage(validate::stage(&config))?
         // Ship: build the server, package it, deploy to staging behind smoke tests.
-        .stage(rust::build(&crate::root::relative(root, &program.join("Cargo.toml"))))?
+        .stage(rust::build())?
         .stage(image::stage())?
         .stage(deploy::staging(&config))?;
     Ok(pipeline)

@@ -21,7 +21,7 @@ pub fn deployer(program: &Path, root: &Path, env: &Env, say: Box<dyn Fn(&str) + 
     let mut remote = store::resolve(root, env)?.open()?;
     // A project other than the workspace's own keeps its releases, ledger and locks apart on a
     // remote they share (the embedded default is shared by every clone here).
-    if let Some(prefix) = crate::root::remote_prefix(program, root) {
+    if let Some(prefix) = crate::root::remote_prefix(program, root)? {
         remote = Box::new(store::Prefixed::new(remote, &prefix));
     }
     let who = crate::who::who(env, root);

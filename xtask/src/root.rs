@@ -40,7 +40,9 @@ pub fn find(env: &Env, cwd: &Path) -> Result<PathBuf> {
 /// `slipway.toml`. It may lie inside the workspace (like `examples/tabular`) or outside it: a
 /// team's own repository with Slipway checked out beside or inside it, whose `cargo xtask`
 /// alias names Slipway's manifest. A `cwd` outside `root` is searched only when the root was
-/// not named by `SLIPWAY_ROOT` (`env`), which means "act on this repository".
+/// not named by `SLIPWAY_ROOT` (`env`), which means "act on this repository", and only up to
+/// the top of the git repository that holds it; finding nothing there is an error, never a run
+/// of Slipway's own demo project.
 pub fn project(env: &Env, root: &Path, cwd: &Path, flag: Option<&Path>) -> Result<PathBuf> {
     let named = env.get("SLIPWAY_ROOT").is_some_and(|r| !r.is_empty());
     let root = root.canonicalize().with_context(|| format!("cannot resolve {}", root.display()))?;
@@ -54,14 +56,32 @@ pub fn project(env: &Env, root: &Path, cwd: &Path, flag: Option<&Path>) -> Resul
             dir
         }
         None => match cwd.canonicalize() {
-            Ok(cwd) if named && !cwd.starts_with(&root) => root.clone(),
+            Ok(cwd) if cwd.starts_with(&root) => cwd
+                .ancestors()
+                .take_while(|d| d.starts_with(&root))
+                .find(|d| d.join(CONFIG).is_file())
+                .unwrap_or(&root)
+                .to_path_buf(),
+            Ok(_) if named => root.clone(),
             Ok(cwd) => {
-                let inside = cwd.starts_with(&root);
-                cwd.ancestors()
-                    .take_while(|d| !inside || d.starts_with(&root))
-                    .find(|d| d.join(CONFIG).is_file())
-                    .unwrap_or(&root)
-                    .to_path_buf()
+                let mut found = None;
+                for dir in cwd.ancestors() {
+                    if dir.join(CONFIG).is_file() {
+                        found = Some(dir.to_path_buf());
+                        break;
+                    }
+                    if dir.join(".git").exists() {
+                        break;
+                    }
+                }
+                found.with_context(|| {
+                    format!(
+                        "there is no {CONFIG} in {} or above it up to the top of its repository, and it is outside the workspace {}; \
+                         create one (see docs/adopting.md), run from a project, or name one with --project",
+                        cwd.display(),
+                        root.display()
+                    )
+                })?
             }
             Err(_) => root.clone(),
         },
@@ -79,23 +99,31 @@ pub fn program_root(env: &Env, project: &Path) -> Result<PathBuf> {
 /// Where on a shared remote the releases, ledger and locks of `project` live when it is not the
 /// workspace's own: `projects/<its path in the workspace>` inside it, `external/<its directory
 /// name>` outside it. The embedded default remote is shared by every clone on the machine, and
-/// a team's repository may share a remote with others, so the path keeps them apart.
-pub fn remote_prefix(program: &Path, project: &Path) -> Option<String> {
-    let clean = |p: &Path| p.to_string_lossy().replace('\\', "/");
-    match project.strip_prefix(program) {
-        Ok(rel) if rel.as_os_str().is_empty() => None,
-        Ok(rel) => Some(format!("projects/{}", clean(rel))),
-        Err(_) => Some(format!("external/{}", clean(Path::new(project.file_name().unwrap_or(project.as_os_str()))))),
+/// a team's repository may share a remote with others, so the path keeps them apart (two
+/// repositories of one name on one remote would share theirs: give each a remote of its own).
+/// Each directory name becomes part of an object key, so it must be a plain name.
+pub fn remote_prefix(program: &Path, project: &Path) -> Result<Option<String>> {
+    let (kind, rel) = match project.strip_prefix(program) {
+        Ok(rel) if rel.as_os_str().is_empty() => return Ok(None),
+        Ok(rel) => ("projects", rel),
+        Err(_) => ("external", Path::new(project.file_name().unwrap_or_default())),
+    };
+    let mut parts = Vec::new();
+    for part in rel.iter() {
+        let name = part.to_str().unwrap_or_default();
+        let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if name.is_empty() || name.len() > 100 || !plain || name.starts_with('.') {
+            bail!(
+                "the project's directory `{}` cannot name its place on the remote ({kind}/…): rename it with letters, digits, `.`, `_` and `-` only",
+                part.to_string_lossy()
+            );
+        }
+        parts.push(name);
     }
-}
-
-/// `to` written relative to `from` (both absolute and resolved): `../../Cargo.toml`.
-pub fn relative(from: &Path, to: &Path) -> PathBuf {
-    let common = from.components().zip(to.components()).take_while(|(a, b)| a == b).count();
-    let up = from.components().count() - common;
-    let mut out: PathBuf = std::iter::repeat_n(std::path::Component::ParentDir, up).collect();
-    out.extend(to.components().skip(common));
-    out
+    if parts.is_empty() {
+        bail!("the project {} has no directory name to keep its releases apart by", project.display());
+    }
+    Ok(Some(format!("{kind}/{}", parts.join("/"))))
 }
 
 /// Slipway's settings file, whose directory is a project.
@@ -152,8 +180,8 @@ mod tests {
         let e = project(&Env::new(), &root, &root, Some(Path::new("xtask"))).unwrap_err().to_string();
         assert!(e.contains("there is no slipway.toml there"), "{e}");
         assert_eq!(program_root(&Env::new(), &tab).unwrap(), root);
-        assert_eq!(remote_prefix(&root, &tab).as_deref(), Some("projects/examples/tab"));
-        assert_eq!(remote_prefix(&root, &root), None);
+        assert_eq!(remote_prefix(&root, &tab).unwrap().as_deref(), Some("projects/examples/tab"));
+        assert_eq!(remote_prefix(&root, &root).unwrap(), None);
         assert_eq!(program_root(&Env::new(), &root).unwrap(), root);
     }
 
@@ -167,18 +195,20 @@ mod tests {
         std::fs::write(churn.join("slipway.toml"), "").unwrap();
         assert_eq!(project(&Env::new(), &root, &churn.join("training"), None).unwrap(), churn);
         assert_eq!(project(&Env::new(), &root, &root, Some(&churn)).unwrap(), churn);
-        assert_eq!(project(&Env::new(), &root, team.path(), None).unwrap(), root, "no settings file up from the cwd");
+        std::fs::create_dir_all(team.path().join(".git")).unwrap();
+        let e = project(&Env::new(), &root, team.path(), None).unwrap_err().to_string();
+        assert!(e.contains("there is no slipway.toml in") && e.contains("--project"), "{e}");
+        assert_eq!(project(&Env::new(), &root, &churn.join("training"), None).unwrap(), churn, "below the top");
         let named: Env = [("SLIPWAY_ROOT".to_string(), root.display().to_string())].into();
         assert_eq!(project(&named, &root, &churn, None).unwrap(), root, "SLIPWAY_ROOT names the project");
         assert_eq!(project(&named, &root, &root, Some(&churn)).unwrap(), churn, "unless --project says otherwise");
         let cargo_run: Env = [("CARGO_MANIFEST_DIR".to_string(), root.join("xtask").display().to_string())].into();
         assert_eq!(program_root(&cargo_run, &churn).unwrap(), root);
-        assert_eq!(remote_prefix(&root, &churn).as_deref(), Some("external/churn"));
-        assert_eq!(
-            churn.join(relative(&churn, &root.join("Cargo.toml"))).canonicalize().unwrap(),
-            root.join("Cargo.toml")
-        );
-        assert_eq!(relative(&root, &root.join("Cargo.toml")), Path::new("Cargo.toml"));
-        assert_eq!(relative(&root.join("examples/tab"), &root.join("Cargo.toml")), Path::new("../../Cargo.toml"));
+        assert_eq!(remote_prefix(&root, &churn).unwrap().as_deref(), Some("external/churn"));
+        for bad in ["a\\..\\..", "two words", ".hidden", "é"] {
+            let e = remote_prefix(&root, &team.path().join(bad)).unwrap_err().to_string();
+            assert!(e.contains("cannot name its place on the remote"), "{bad}: {e}");
+        }
+        assert!(remote_prefix(&root, &root.join("examples/a b")).is_err(), "inside the workspace too");
     }
 }

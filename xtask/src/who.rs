@@ -30,12 +30,13 @@ pub const VARS: &[&str] = &[
 /// Config files larger than this are not read for the identity.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-/// Who is acting in the repository at `root`.
+/// The longest `who` the ledger and the deploy locks accept.
+pub const MAX_WHO: usize = 256;
+
+/// Who is acting in the repository at `root`: the first of the candidates that the ledger can
+/// hold (at most [`MAX_WHO`] bytes, no control characters).
 pub fn who(env: &Env, root: &Path) -> String {
     let var = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_string);
-    if let Some(actor) = var("GITHUB_ACTOR") {
-        return actor;
-    }
     let (mut name, mut email) = (None, None);
     for file in config_files(env, root) {
         let (n, e) = user_of(&file);
@@ -44,12 +45,16 @@ pub fn who(env: &Env, root: &Path) -> String {
     }
     let name = var("GIT_AUTHOR_NAME").or(name);
     let email = var("GIT_AUTHOR_EMAIL").or(email);
-    match (name, email) {
-        (Some(n), Some(e)) => format!("{n} <{e}>"),
-        (Some(n), None) => n,
-        (None, Some(e)) => format!("<{e}>"),
-        (None, None) => var("USER").or_else(|| var("LOGNAME")).unwrap_or_else(os_account),
-    }
+    let both = name.as_ref().zip(email.as_ref()).map(|(n, e)| format!("{n} <{e}>"));
+    [var("GITHUB_ACTOR"), both, name, email.map(|e| format!("<{e}>")), var("USER"), var("LOGNAME")]
+        .into_iter()
+        .flatten()
+        .find(|w| usable(w))
+        .unwrap_or_else(os_account)
+}
+
+fn usable(who: &str) -> bool {
+    !who.is_empty() && who.len() <= MAX_WHO && !who.chars().any(char::is_control)
 }
 
 /// Git's config files for `root`, in the order git reads them.
@@ -113,7 +118,7 @@ fn user_of(path: &Path) -> (Option<String>, Option<String>) {
         }
         let Some((key, value)) = line.split_once('=') else { continue };
         let value = unquote(value);
-        if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+        if !usable(&value) {
             continue;
         }
         match key.trim().to_ascii_lowercase().as_str() {
@@ -192,6 +197,20 @@ mod tests {
         std::fs::write(top.path().join("sub/.git"), "gitdir: ../.git/modules/sub\n").unwrap();
         let e = env(&[("GIT_CONFIG_NOSYSTEM", "1"), ("HOME", "/nonexistent")]);
         assert_eq!(who(&e, &top.path().join("sub")), "Sub");
+    }
+
+    #[test]
+    fn what_the_ledger_cannot_hold_gives_way_to_the_next() {
+        let (long, name) = ("x".repeat(200), "y".repeat(100));
+        let e = env(&[
+            ("GIT_CONFIG_NOSYSTEM", "1"),
+            ("HOME", "/nonexistent"),
+            ("GITHUB_ACTOR", "bad\u{7}actor"),
+            ("GIT_AUTHOR_NAME", &name),
+            ("GIT_AUTHOR_EMAIL", &long),
+        ]);
+        let nobody = tempfile::tempdir().unwrap();
+        assert_eq!(who(&e, nobody.path()), name, "name and email together are over {MAX_WHO} bytes");
     }
 
     #[test]

@@ -282,7 +282,7 @@ fn the_tabular_example_ships_end_to_end_and_a_second_run_is_cached() {
 fn a_repository_of_its_own_ships_with_slipway_beside_it() {
     let slipway = Scratch::of(&repo_root());
     let team = tempfile::tempdir().unwrap();
-    let team_root = team.path().canonicalize().unwrap();
+    let team_root = team.path().canonicalize().unwrap().join("churn");
     let example = slipway.root().join("examples/tabular");
     let sh = xshell::Shell::new().unwrap();
     sh.change_dir(&example);
@@ -336,8 +336,7 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
     }
     assert!(team_root.join("dist/slipway-serve").is_file(), "the server was built into the team's dist/");
     assert!(!slipway.root().join("models").exists(), "the team's run wrote into Slipway's checkout");
-    let name = team_root.file_name().unwrap().to_str().unwrap();
-    let ledger = cache.path().join(format!("slipway/remote/external/{name}/slipway/ledger/v1"));
+    let ledger = cache.path().join("slipway/remote/external/churn/slipway/ledger/v1");
     assert!(ledger.is_dir(), "no ledger under the repository's prefix: {}", ledger.display());
     assert!(!cache.path().join("slipway/remote/slipway").exists(), "the team's releases are not apart");
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();

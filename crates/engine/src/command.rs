@@ -27,6 +27,7 @@ pub struct Command {
     pub(crate) path: Vec<String>,
     pub(crate) on_failure: OnFailure,
     pub(crate) optional: bool,
+    pub(crate) in_program: bool,
 }
 
 impl Command {
@@ -40,6 +41,7 @@ impl Command {
             path: Vec::new(),
             on_failure: OnFailure::Fail,
             optional: false,
+            in_program: false,
         }
     }
 
@@ -79,6 +81,15 @@ impl Command {
         self
     }
 
+    /// Runs in the program root ([`crate::Workspace::with_program_root`]) instead of the
+    /// project: a build of the program's own crates, so that cargo reads only the configuration
+    /// of the workspace it builds (which its crates input keys), not a `.cargo` of the project
+    /// or of a directory above it. The line shows it as `cd <workspace> && …`.
+    pub fn in_program_root(mut self) -> Command {
+        self.in_program = true;
+        self
+    }
+
     /// What the command is for.
     pub fn purpose(&self) -> &str {
         &self.purpose
@@ -99,6 +110,9 @@ impl Command {
 /// what the fingerprint covers and what logs and errors show.
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.in_program {
+            f.write_str("cd <workspace> && ")?;
+        }
         if !self.path.is_empty() {
             write!(f, "PATH={}:$PATH ", self.path.iter().map(|p| quote(p)).collect::<Vec<_>>().join(":"))?;
         }
@@ -132,5 +146,7 @@ mod tests {
             .arg("it's");
         assert_eq!(c.to_string(), r"PATH=.slipway/tools/bin:$PATH RUST_BACKTRACE=1 cargo test --workspace 'it'\''s'");
         assert_eq!(Command::new("x", "echo").arg("").to_string(), "echo ''");
+        let build = Command::new("build", "cargo").in_program_root().arg("build");
+        assert_eq!(build.to_string(), "cd <workspace> && cargo build", "where it runs is in the key");
     }
 }

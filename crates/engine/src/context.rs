@@ -114,7 +114,7 @@ impl StageContext<'_> {
             tail,
         };
         let sh = xshell::Shell::new().map_err(|e| failed("could not be started".into(), format!("\n{e}")))?;
-        sh.change_dir(self.root());
+        sh.change_dir(if command.in_program { self.program_root() } else { self.root() });
         let program = self.resolve_program(&command.program);
         let mut argv: Vec<String> = command.args.clone();
         let program = match &self.trace {

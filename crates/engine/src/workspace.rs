@@ -63,8 +63,9 @@ impl Workspace {
     }
 
     /// The program that defines the pipeline is built in the Cargo workspace at `program_root`,
-    /// of which the root is a subdirectory: its own code ([`crate::Stage::pipeline_code`]) and
-    /// crates ([`crate::Stage::crates`]) are found and hashed there.
+    /// which holds the root or sits beside it (a team's repository with Slipway checked out in
+    /// it): its own code ([`crate::Stage::pipeline_code`]) and crates ([`crate::Stage::crates`])
+    /// are found and hashed there, and commands marked to run there do.
     pub fn with_program_root(mut self, program_root: &Path) -> Workspace {
         if program_root != self.root {
             let cache = StatCache::load(&self.state_path(PROGRAM_STAT_CACHE_FILE));

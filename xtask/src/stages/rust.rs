@@ -124,18 +124,16 @@ pub fn test(rust: bool) -> Stage {
 }
 
 /// The release binaries a release ships: the model server and the environment router, built
-/// from the workspace whose manifest is `manifest` (relative to the project).
+/// in the program's workspace, wherever the project is.
 ///
-/// Cargo reads its configuration from the directory it runs in and up, so a project other than
-/// the workspace's own has its `.cargo` keyed too (the workspace's is, with its crates).
-pub fn build(manifest: &std::path::Path) -> Stage {
-    let manifest = manifest.to_string_lossy();
-    let mut stage = engine::stage!("build", "build the server and router (release)")
+/// Cargo reads its configuration from the directory it runs in and every one above, so the
+/// build runs in the workspace, whose `.cargo` its crates input keys, and not in a project
+/// whose `.cargo` (or a parent's) it would also read.
+pub fn build() -> Stage {
+    let stage = engine::stage!("build", "build the server and router (release)")
         .crates(&["slipway-serve", "slipway-router"])
-        .command(Command::new("build the release binaries", "cargo").args([
+        .command(Command::new("build the release binaries", "cargo").in_program_root().args([
             "build",
-            "--manifest-path",
-            &manifest,
             "--release",
             "--quiet",
             "--message-format=json-render-diagnostics",
@@ -144,11 +142,10 @@ pub fn build(manifest: &std::path::Path) -> Stage {
             "-p",
             "slipway-router",
             "--bins",
-        ]));
-    if manifest != "Cargo.toml" {
-        stage = stage.files("cargo-config", &[".cargo"]);
-    }
-    let stage = stage.output(SERVE_BIN).output(ROUTER_BIN).run(copy_binaries);
+        ]))
+        .output(SERVE_BIN)
+        .output(ROUTER_BIN)
+        .run(copy_binaries);
     cargo_stage(stage)
 }
 
