@@ -1,5 +1,6 @@
-//! The kubernetes target's manifests: golden files, and `kubectl` parsing them client-side.
-//! No API server can run on these machines, so nothing is applied here.
+//! The kubernetes target's manifests: golden files, `kubectl` parsing them client-side, and
+//! `kubernetes-validate` holding them to the real schemas of the API, strictly. No API server
+//! can run on these machines, so nothing is applied here.
 
 use deploy::kube::{KubeConfig, render};
 use deploy::ledger::Release;
@@ -47,6 +48,42 @@ fn kubectl_parses_the_manifests_client_side() {
         .read()
         .expect("kubectl is needed for this test (Debian: apt-get install kubernetes-client)");
     assert_eq!(names.lines().collect::<Vec<_>>(), ["deployment.apps/slipway-staging", "service/slipway-staging"]);
+}
+
+/// Runs `kubernetes-validate --strict` (from the tools stage) on `yaml` for Kubernetes `version`;
+/// returns whether it passed and what it said.
+fn kubernetes_validate(yaml: &str, version: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let sh = xshell::Shell::new().unwrap();
+    let out = xshell::cmd!(sh, "kubernetes-validate --strict --kubernetes-version {version} {path}")
+        .ignore_status()
+        .quiet()
+        .output()
+        .expect("kubernetes-validate is needed for this test (`cargo xtask ci` installs it into .slipway/tools)");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), said)
+}
+
+#[test]
+fn the_manifests_pass_the_kubernetes_schemas_in_strict_mode() {
+    for env in ["staging", "production"] {
+        let yaml = render(env, &release(), &config()).unwrap();
+        for version in ["1.30.0", "1.37.0"] {
+            let (passed, said) = kubernetes_validate(&yaml, version);
+            assert!(passed, "{env} on Kubernetes {version}:\n{said}\n{yaml}");
+            for resource in [format!("deployment/slipway-{env}"), format!("service/slipway-{env}")] {
+                assert!(said.contains(&format!("passed for resource {resource}")), "{said}");
+            }
+        }
+    }
+    // Strict means strict: a field the schema does not have fails.
+    let yaml = render("staging", &release(), &config()).unwrap();
+    let typo = yaml.replacen("replicas:", "replicaz:", 1);
+    assert_ne!(typo, yaml);
+    let (passed, said) = kubernetes_validate(&typo, "1.37.0");
+    assert!(!passed, "a misspelt field passed:\n{said}");
 }
 
 #[test]
