@@ -74,6 +74,18 @@ pub enum Cmd {
     Releases(ReleasesArgs),
     /// Stop what the local and docker targets run for an environment
     Stop(StopArgs),
+    /// Where a release, image, model or commit came from and where it went: data, train run,
+    /// validation, image, releases (a data file's digest gives the releases trained on it)
+    Trace(TraceArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct TraceArgs {
+    /// A release (v3), an image digest (sha256:…), a model or data file digest (64 hex), or a commit
+    pub thing: String,
+    /// As JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -8,6 +8,7 @@ mod ci;
 mod config;
 mod data;
 mod flags;
+mod lineage;
 mod ort;
 mod paths;
 mod pipeline;
@@ -77,5 +78,6 @@ fn dispatch(flags: &Flags, root: &std::path::Path, env: &Env) -> anyhow::Result<
         Cmd::Rollback(args) => release::rollback_cmd(root, env, args),
         Cmd::Releases(args) => release::releases_cmd(root, env, args),
         Cmd::Stop(args) => release::stop_cmd(root, env, args),
+        Cmd::Trace(args) => lineage::run(root, env, &args.thing, args.json),
     }
 }

@@ -371,4 +371,67 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
     let (code, out, err) = xtask_from(&team_root, &slipway, &["ci"], &env);
     assert_eq!(code, 0, "second ci:\n{out}\n{err}");
     assert!(format!("{out}\n{err}").contains("10 stages: 0 ran, 10 cached"), "second ci ran something:\n{out}\n{err}");
+
+    // ci → promote → a second release → promote it → roll production back to v1; then the
+    // trace of v1 and of its model, held to what the ledger and the records say.
+    let run = |args: &[&str]| {
+        let (code, out, err) = xtask_from(&team_root, &slipway, args, &env);
+        assert_eq!(code, 0, "{args:?}:\n{out}\n{err}");
+        out
+    };
+    run(&["promote", "production", "--approve"]);
+    // A new parameter, and the team's tests of what it ships updated with it.
+    let params = team_root.join("training/params.toml");
+    fs::write(&params, fs::read_to_string(&params).unwrap().replace("C = 1.0", "C = 0.5")).unwrap();
+    let tests = team_root.join("training/tests/test_train.py");
+    let text = fs::read_to_string(&tests).unwrap();
+    let moved = text
+        .replace(r#"metrics["params"] == {"C": 1.0,"#, r#"metrics["params"] == {"C": 0.5,"#)
+        .replace("train.Params(C=1.0, max_iter=1000", "train.Params(C=0.5, max_iter=1000");
+    assert_ne!(moved, text);
+    fs::write(&tests, moved).unwrap();
+    run(&["ci"]);
+    run(&["promote", "production", "--approve"]);
+    run(&["rollback", "--version", "v1", "--env", "production"]);
+    let v1_model = events[0]["release"]["model_digest"].as_str().unwrap().to_string();
+    let trace: serde_json::Value = serde_json::from_str(&run(&["trace", "v1", "--json"])).unwrap();
+    assert_eq!(trace["kind"], "release");
+    let models = trace["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1, "{trace}");
+    let m = &models[0];
+    assert_eq!(m["model"], v1_model.as_str());
+    let fingerprint = m["train"]["fingerprint"].as_str().unwrap();
+    assert!(team_root.join(format!(".slipway/cache/records/train/{fingerprint}.json")).is_file(), "{trace}");
+    assert_eq!(m["train"]["params"]["C"], 1.0, "v1 was trained with the first parameters: {trace}");
+    assert_eq!(m["validation"]["report"]["passed"], true, "{trace}");
+    assert_eq!(m["images"][0]["manifest_digest"], built["manifest_digest"], "{trace}");
+    assert_eq!(m["images"][0]["provenance"].as_str(), Some(blake3::hash(&statement).to_hex().as_str()));
+    let holdout = blake3::hash(&fs::read(team_root.join("data/holdout.csv")).unwrap()).to_hex().to_string();
+    assert!(m["data"]["files"].as_array().unwrap().iter().any(|f| f["digest"] == holdout.as_str()), "{trace}");
+    let kinds: Vec<(String, String, String)> = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().into(),
+                e["env"].as_str().unwrap().into(),
+                e["release"]["version"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = |k: &str, e: &str| kinds.contains(&(k.to_string(), e.to_string(), "v1".to_string()));
+    assert!(want("deploy", "staging") && want("promote", "production") && want("rollback", "production"), "{kinds:?}");
+    assert!(kinds.iter().all(|(_, _, v)| v == "v1"), "only v1 holds this model: {kinds:?}");
+    // The same chain from the model's digest; the reverse one from a data file's.
+    let by_model: serde_json::Value = serde_json::from_str(&run(&["trace", &v1_model, "--json"])).unwrap();
+    assert_eq!((by_model["kind"].as_str(), &by_model["models"]), (Some("model"), &trace["models"]));
+    let by_data: serde_json::Value = serde_json::from_str(&run(&["trace", &holdout, "--json"])).unwrap();
+    assert_eq!(by_data["kind"], "data");
+    let trained: Vec<&str> =
+        by_data["models"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
+    assert_eq!(trained.len(), 2, "both models were trained on this holdout: {by_data}");
+    assert!(trained.contains(&v1_model.as_str()));
+    let text = run(&["trace", "v1"]);
+    assert!(text.contains("rollback to production: live"), "{text}");
 }

@@ -153,7 +153,7 @@ pub struct Event {
     pub release: Release,
     /// The version that was live before, if any.
     pub previous: Option<String>,
-    /// Who ran it (`$USER`, or `$GITHUB_ACTOR` in CI).
+    /// Who ran it: `GITHUB_ACTOR` in CI, else the git identity, else the OS account.
     pub who: String,
     /// When, in seconds since the Unix epoch.
     pub at: u64,
