@@ -16,9 +16,11 @@ use serde::Serialize;
 use crate::Env;
 use crate::paths::{IMAGE_PROVENANCE, IMAGE_RECORD, MODEL, VALIDATION_REPORT};
 
-/// At most this many records of a stage are read, and none larger than this.
+/// At most this many records of a stage are read, none larger than this, and no more than
+/// `MAX_TOTAL_BYTES` of records in all.
 const MAX_RECORDS: usize = 10_000;
 const MAX_RECORD_BYTES: u64 = 64 << 20;
+const MAX_TOTAL_BYTES: u64 = 512 << 20;
 /// The largest report or image record read back from the step cache.
 const MAX_OBJECT_BYTES: u64 = 16 << 20;
 
@@ -87,12 +89,15 @@ struct Records {
     dir: PathBuf,
     by_stage: BTreeMap<&'static str, Vec<StageRecord>>,
     skipped: usize,
+    /// Bytes of records read so far, and whether the budget stopped the reading.
+    read: u64,
+    truncated: bool,
 }
 
 impl Records {
     fn load(root: &Path) -> Records {
         let dir = root.join(engine::STATE_DIR).join("cache");
-        let mut records = Records { dir, by_stage: BTreeMap::new(), skipped: 0 };
+        let mut records = Records { dir, by_stage: BTreeMap::new(), skipped: 0, read: 0, truncated: false };
         for stage in ["pull", "train", "validate", "image"] {
             let list = records.read_stage(stage);
             records.by_stage.insert(stage, list);
@@ -103,10 +108,17 @@ impl Records {
     fn read_stage(&mut self, stage: &str) -> Vec<StageRecord> {
         let Ok(entries) = std::fs::read_dir(self.dir.join("records").join(stage)) else { return Vec::new() };
         let mut out = Vec::new();
-        for entry in entries.flatten().take(MAX_RECORDS) {
-            let record = read_bounded(&entry.path(), MAX_RECORD_BYTES)
-                .and_then(|bytes| serde_json::from_slice::<StageRecord>(&bytes).ok())
-                .filter(|r| r.stage == stage);
+        let mut listed = 0;
+        for entry in entries.flatten() {
+            listed += 1;
+            if listed > MAX_RECORDS || self.read > MAX_TOTAL_BYTES {
+                self.truncated = true;
+                break;
+            }
+            let bytes = read_bounded(&entry.path(), MAX_RECORD_BYTES);
+            self.read += bytes.as_ref().map_or(0, |b| b.len() as u64);
+            let record =
+                bytes.and_then(|bytes| serde_json::from_slice::<StageRecord>(&bytes).ok()).filter(|r| r.stage == stage);
             match record {
                 Some(r) => out.push(r),
                 None => self.skipped += 1,
@@ -243,6 +255,12 @@ fn trace(thing: &str, records: &Records, events: &[Event], mut missing: Vec<Stri
             "`{thing}` is not a release version (v3), an image digest (sha256:…), a model or data file digest (64 hex) or a commit (7 to 40 hex)"
         );
     };
+    if records.truncated {
+        missing.push(format!(
+            "the step cache holds more records than trace reads ({MAX_RECORDS} a stage, {} MiB in all); some runs were left out",
+            MAX_TOTAL_BYTES >> 20
+        ));
+    }
     if records.skipped > 0 {
         missing.push(format!("{} record(s) in .slipway/cache could not be read and were left out", records.skipped));
     }
@@ -379,9 +397,9 @@ fn render(trace: &Trace) -> String {
                 "  release     {} #{} {} to {}: {} by {} at {}{approval}",
                 e.release.version,
                 e.seq,
-                format!("{:?}", e.kind).to_lowercase(),
+                crate::release::kebab(&e.kind),
                 e.env,
-                format!("{:?}", e.outcome).to_lowercase(),
+                crate::release::kebab(&e.outcome),
                 e.who,
                 when(e.at)
             );

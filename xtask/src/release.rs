@@ -169,23 +169,29 @@ pub fn releases_cmd(root: &Path, env: &Env, args: &ReleasesArgs) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:>4}  {:<8} {:<12} {:<13} {:<12} {:<14} {:<10} approval",
-        "#", "version", "env", "event", "outcome", "model", "git"
+        "{:>4}  {:<8} {:<12} {:<13} {:<12} {:<14} {:<10} {:<24} approval",
+        "#", "version", "env", "event", "outcome", "model", "git", "who"
     );
     for e in events.iter().filter(|e| args.env.as_ref().is_none_or(|env| *env == e.env)) {
         let approval = e.approval.as_ref().map(|a| format!("{} ({})", a.by, a.how)).unwrap_or_default();
         println!(
-            "{:>4}  {:<8} {:<12} {:<13} {:<12} {:<14} {:<10} {approval}",
+            "{:>4}  {:<8} {:<12} {:<13} {:<12} {:<14} {:<10} {:<24} {approval}",
             e.seq,
             e.release.version,
             e.env,
-            format!("{:?}", e.kind).to_lowercase(),
-            format!("{:?}", e.outcome).to_lowercase(),
+            kebab(&e.kind),
+            kebab(&e.outcome),
             &e.release.model_digest[..e.release.model_digest.len().min(12)],
             &e.release.git_sha[..e.release.git_sha.len().min(10)],
+            e.who,
         );
     }
     Ok(0)
+}
+
+/// An event's kind or outcome as the ledger spells it (`auto-rollback`, `rolled-back`).
+pub fn kebab(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// `cargo xtask stop [--env E | --all]`.
