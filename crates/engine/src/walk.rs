@@ -174,7 +174,8 @@ fn read_admitted(
         let name = name
             .to_str()
             .ok_or_else(|| anyhow::anyhow!("path is not valid UTF-8: {}", Path::new(dir_rel).join(&name).display()))?;
-        let rel = format!("{dir_rel}/{name}");
+        // The workspace root itself is declared as `.`, whose relative path is empty.
+        let rel = if dir_rel.is_empty() || dir_rel == "." { name.to_string() } else { format!("{dir_rel}/{name}") };
         let kind = entry.file_type().with_context(|| format!("cannot stat `{rel}`"))?;
         if filter.ignore.is_match(&rel) || filter.excludes(&rel) {
             continue;
@@ -257,6 +258,13 @@ mod tests {
     fn nothing_under_an_ignored_directory_comes_back() {
         let files = [(".gitignore", "build/\n!build/keep\n"), ("src/build/keep", ""), ("src/main.rs", "")];
         check(&files, "src", &[], &["src/main.rs"]);
+    }
+
+    #[test]
+    fn the_root_declared_as_dot_gives_plain_relative_paths() {
+        let files =
+            [(".gitignore", "*.log\n"), ("src/lib.rs", ""), ("tests/t.rs", ""), ("run.log", ""), ("Cargo.toml", "")];
+        check(&files, ".", &["tests"], &[".gitignore", "Cargo.toml", "src/lib.rs"]);
     }
 
     #[test]
