@@ -85,21 +85,21 @@ pub fn load(root: &Path) -> Result<Config> {
     parse(&text).with_context(|| format!("{} is not valid; see README.md for its sections", path.display()))
 }
 
-/// Parses and checks the text of `slipway.toml`. An environment without a `smoke` table of its
-/// own runs staging's smoke cases when staging has some: what passed on staging is what
-/// production is checked with (the built-in cases are the demo's texts, wrong for any other
-/// model).
+/// Parses and checks the text of `slipway.toml`. An environment without smoke `cases` of its
+/// own runs staging's when staging has some: what passed on staging is what production is
+/// checked with (the built-in cases are the demo's texts, wrong for any other model). Its other
+/// smoke settings (latency bound, soak) stay its own.
 pub fn parse(text: &str) -> Result<Config> {
     let mut config: Config = toml::from_str(text)?;
     let raw: toml::Table = toml::from_str(text)?;
     let envs = raw.get("environments").and_then(toml::Value::as_table);
-    let has_smoke = |name: &str| envs.and_then(|e| e.get(name)).and_then(|e| e.get("smoke")).is_some();
-    if has_smoke("staging")
-        && let Some(smoke) = config.environments.get("staging").map(|s| s.smoke.clone())
+    let has_cases =
+        |name: &str| envs.and_then(|e| e.get(name)).and_then(|e| e.get("smoke")).and_then(|s| s.get("cases")).is_some();
+    if has_cases("staging")
+        && let Some(cases) = config.environments.get("staging").map(|s| s.smoke.cases.clone())
     {
-        for (name, env) in config.environments.iter_mut().filter(|(n, _)| !has_smoke(n)) {
-            debug_assert_ne!(name, "staging");
-            env.smoke = smoke.clone();
+        for (_, env) in config.environments.iter_mut().filter(|(n, _)| !has_cases(n)) {
+            env.smoke.cases = cases.clone();
         }
     }
     config.check().map_err(anyhow::Error::msg)?;
@@ -205,11 +205,18 @@ mod tests {
             assert!(format!("{err:#}").contains(named), "{text}: {err:#}");
         }
         parse(&env("[environments.staging.smoke]\nsoak_seconds = 0.0\n")).unwrap();
-        // Production without smoke cases of its own runs staging's; with its own, those.
-        let staged = env("[[environments.staging.smoke.cases]]\nfeatures = [1.0]\nlabel = \"a\"\n");
-        let both = format!("{staged}[environments.production]\ntarget = \"local\"\nport = 18081\n");
+        // Production without smoke cases of its own runs staging's (its soak stays its own);
+        // with its own, those.
+        let staged = env(
+            "[environments.staging.smoke]\nsoak_seconds = 0.0\n[[environments.staging.smoke.cases]]\nfeatures = [1.0]\nlabel = \"a\"\n",
+        );
+        let both = format!(
+            "{staged}[environments.production]\ntarget = \"local\"\nport = 18081\n[environments.production.smoke]\nmax_latency_ms = 100\n"
+        );
         let config = parse(&both).unwrap();
-        assert_eq!(config.environments["production"].smoke, config.environments["staging"].smoke);
+        let (prod, staging) = (&config.environments["production"].smoke, &config.environments["staging"].smoke);
+        assert_eq!(prod.cases, staging.cases);
+        assert_eq!((prod.max_latency_ms, prod.soak_seconds), (100.0, deploy::SmokeConfig::default().soak_seconds));
         let own = format!("{both}[[environments.production.smoke.cases]]\ntext = \"x\"\nlabel = \"b\"\n");
         assert_eq!(parse(&own).unwrap().environments["production"].smoke.cases[0].label, "b");
         let named = parse("[data]\nlabel_column = \"species\"\ntext_column = \"review\"\n").unwrap();

@@ -17,10 +17,10 @@ use crate::Env;
 use crate::paths::{IMAGE_PROVENANCE, IMAGE_RECORD, MODEL, VALIDATION_REPORT};
 
 /// At most this many records of a stage are read, none larger than this, and no more than
-/// `MAX_TOTAL_BYTES` of records in all.
+/// `MAX_STAGE_BYTES` of one stage's records.
 const MAX_RECORDS: usize = 10_000;
 const MAX_RECORD_BYTES: u64 = 64 << 20;
-const MAX_TOTAL_BYTES: u64 = 512 << 20;
+const MAX_STAGE_BYTES: u64 = 256 << 20;
 /// The largest report or image record read back from the step cache.
 const MAX_OBJECT_BYTES: u64 = 16 << 20;
 
@@ -88,16 +88,16 @@ pub struct ImageLink {
 struct Records {
     dir: PathBuf,
     by_stage: BTreeMap<&'static str, Vec<StageRecord>>,
+    /// Records that could not be read or are of another schema.
     skipped: usize,
-    /// Bytes of records read so far, and whether the budget stopped the reading.
-    read: u64,
+    /// Whether a limit stopped the reading of a stage's records.
     truncated: bool,
 }
 
 impl Records {
     fn load(root: &Path) -> Records {
         let dir = root.join(engine::STATE_DIR).join("cache");
-        let mut records = Records { dir, by_stage: BTreeMap::new(), skipped: 0, read: 0, truncated: false };
+        let mut records = Records { dir, by_stage: BTreeMap::new(), skipped: 0, truncated: false };
         for stage in ["pull", "train", "validate", "image"] {
             let list = records.read_stage(stage);
             records.by_stage.insert(stage, list);
@@ -107,18 +107,26 @@ impl Records {
 
     fn read_stage(&mut self, stage: &str) -> Vec<StageRecord> {
         let Ok(entries) = std::fs::read_dir(self.dir.join("records").join(stage)) else { return Vec::new() };
-        let mut out = Vec::new();
-        let mut listed = 0;
-        for entry in entries.flatten() {
-            listed += 1;
-            if listed > MAX_RECORDS || self.read > MAX_TOTAL_BYTES {
+        // Newest files first, so that what a limit leaves out is the oldest runs.
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let meta = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
+                Some((meta.modified().ok()?, e.path()))
+            })
+            .collect();
+        files.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        let (mut out, mut read) = (Vec::new(), 0u64);
+        for (i, (_, path)) in files.iter().enumerate() {
+            if i >= MAX_RECORDS || read > MAX_STAGE_BYTES {
                 self.truncated = true;
                 break;
             }
-            let bytes = read_bounded(&entry.path(), MAX_RECORD_BYTES);
-            self.read += bytes.as_ref().map_or(0, |b| b.len() as u64);
-            let record =
-                bytes.and_then(|bytes| serde_json::from_slice::<StageRecord>(&bytes).ok()).filter(|r| r.stage == stage);
+            let bytes = read_bounded(path, MAX_RECORD_BYTES);
+            read += bytes.as_ref().map_or(0, |b| b.len() as u64);
+            let record = bytes
+                .and_then(|bytes| serde_json::from_slice::<StageRecord>(&bytes).ok())
+                .filter(|r| r.stage == stage && r.schema == engine::RECORD_SCHEMA);
             match record {
                 Some(r) => out.push(r),
                 None => self.skipped += 1,
@@ -142,6 +150,10 @@ impl Records {
 }
 
 fn read_bounded(path: &Path, max: u64) -> Option<Vec<u8>> {
+    // A regular file only: opening a FIFO would block.
+    if !std::fs::symlink_metadata(path).ok()?.is_file() {
+        return None;
+    }
     let file = std::fs::File::open(path).ok()?;
     let mut bytes = Vec::new();
     file.take(max + 1).read_to_end(&mut bytes).ok()?;
@@ -166,6 +178,7 @@ fn is_hex(s: &str) -> bool {
 
 /// `cargo xtask trace THING [--json]`.
 pub fn run(root: &Path, env: &Env, thing: &str, json: bool) -> Result<u8> {
+    kind_of(thing)?;
     let records = Records::load(root);
     let program = crate::root::program_root(env, root)?;
     let mut missing = Vec::new();
@@ -190,6 +203,25 @@ pub fn run(root: &Path, env: &Env, thing: &str, json: bool) -> Result<u8> {
         print!("{}", render(&trace));
     }
     Ok(0)
+}
+
+/// How `thing` is read, or why it cannot be; checked before anything is loaded.
+fn kind_of(thing: &str) -> Result<&'static str> {
+    let lower = thing.trim().to_ascii_lowercase();
+    Ok(if lower.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+        "release"
+    } else if lower.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && is_hex(h)) {
+        "image"
+    } else if lower.len() == 64 && is_hex(&lower) {
+        "digest"
+    } else if (7..=40).contains(&lower.len()) && is_hex(&lower) {
+        "commit"
+    } else {
+        bail!(
+            "`{}` is not a release version (v3), an image digest (sha256:…), a model or data file digest (64 hex) or a commit (7 to 40 hex)",
+            thing.trim()
+        )
+    })
 }
 
 fn trace(thing: &str, records: &Records, events: &[Event], mut missing: Vec<String>) -> Result<Trace> {
@@ -257,8 +289,8 @@ fn trace(thing: &str, records: &Records, events: &[Event], mut missing: Vec<Stri
     };
     if records.truncated {
         missing.push(format!(
-            "the step cache holds more records than trace reads ({MAX_RECORDS} a stage, {} MiB in all); some runs were left out",
-            MAX_TOTAL_BYTES >> 20
+            "the step cache holds more records than trace reads ({MAX_RECORDS} or {} MiB a stage); the oldest runs were left out",
+            MAX_STAGE_BYTES >> 20
         ));
     }
     if records.skipped > 0 {
@@ -272,8 +304,11 @@ fn chain(model: &str, records: &Records, events: &[Event], missing: &mut Vec<Str
     let short = &model[..model.len().min(12)];
     let mut t = ModelTrace { model: model.to_string(), ..ModelTrace::default() };
     t.events = events.iter().filter(|e| e.release.model_digest == model).cloned().collect();
-    let Some(train) = records.of("train").iter().find(|r| output(r, MODEL).is_some_and(|m| m.digest.to_hex() == model))
-    else {
+    // Several runs can write the same model (a change only the holdout saw): each is followed.
+    let runs: Vec<&StageRecord> =
+        records.of("train").iter().filter(|r| output(r, MODEL).is_some_and(|m| m.digest.to_hex() == model)).collect();
+    let trained: Vec<Digest> = runs.iter().map(|r| r.outputs_digest).collect();
+    let Some(train) = runs.first().copied() else {
         missing.push(format!(
             "model {short}: no record here of the train run that wrote it (records stay in .slipway/cache on the machine that trained it)"
         ));
@@ -293,7 +328,8 @@ fn chain(model: &str, records: &Records, events: &[Event], missing: &mut Vec<Str
         duration_ms: train.duration_ms,
         params,
     });
-    match upstream(train, "pull").and_then(|u| records.of("pull").iter().find(|p| p.outputs_digest == u)) {
+    let pulled: Vec<Digest> = runs.iter().filter_map(|r| upstream(r, "pull")).collect();
+    match records.of("pull").iter().find(|p| pulled.contains(&p.outputs_digest)) {
         // `pull` updates the data in place: its files are the record's updates.
         Some(pull) => {
             let files = pull.outputs.iter().chain(&pull.updates).cloned().collect();
@@ -301,8 +337,8 @@ fn chain(model: &str, records: &Records, events: &[Event], missing: &mut Vec<Str
         }
         None => missing.push(format!("model {short}: no record here of the pull that gave its train run its data")),
     }
-    let trained = train.outputs_digest;
-    match records.of("validate").iter().find(|v| upstream(v, "train") == Some(trained)) {
+    let of_this = |r: &StageRecord| upstream(r, "train").is_some_and(|u| trained.contains(&u));
+    match records.of("validate").iter().find(|v| of_this(v)) {
         Some(v) => {
             let report = output(v, VALIDATION_REPORT)
                 .and_then(|f| records.object(&f.digest))
@@ -315,7 +351,7 @@ fn chain(model: &str, records: &Records, events: &[Event], missing: &mut Vec<Str
         }
         None => missing.push(format!("model {short}: no record here of a validation of it")),
     }
-    for image in records.of("image").iter().filter(|i| upstream(i, "train") == Some(trained)) {
+    for image in records.of("image").iter().filter(|i| of_this(i)) {
         let built: Option<serde_json::Value> = output(image, IMAGE_RECORD)
             .and_then(|f| records.object(&f.digest))
             .and_then(|b| serde_json::from_slice(&b).ok());

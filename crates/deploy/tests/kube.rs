@@ -84,6 +84,7 @@ fn the_manifests_pass_the_kubernetes_schemas_in_strict_mode() {
     assert_ne!(typo, yaml);
     let (passed, said) = kubernetes_validate(&typo, "1.37.0");
     assert!(!passed, "a misspelt field passed:\n{said}");
+    assert!(said.contains("replicaz") && said.contains("did not validate"), "it failed for another reason:\n{said}");
 }
 
 #[test]

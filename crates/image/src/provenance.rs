@@ -29,12 +29,15 @@ pub struct Material {
     pub uri: Option<String>,
     /// Algorithm → lowercase hex (`sha256`, `md5`, `gitCommit`, `blake3`).
     pub digest: BTreeMap<String, String>,
+    /// What a reader needs to know to check the digest, when it is not of the named file.
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Material {
     /// A material named `name` with one digest.
     pub fn new(name: &str, algorithm: &str, hex: &str) -> Material {
-        Material { name: name.into(), uri: None, digest: [(algorithm.to_string(), hex.to_string())].into() }
+        let digest = [(algorithm.to_string(), hex.to_string())].into();
+        Material { name: name.into(), uri: None, digest, annotations: BTreeMap::new() }
     }
 }
 
@@ -63,7 +66,7 @@ fn hex_len(algorithm: &str) -> Option<usize> {
         "sha256" | "blake3" => Some(64),
         "sha512" => Some(128),
         "md5" => Some(32),
-        "gitCommit" | "sha1" => Some(40),
+        "sha1" => Some(40),
         _ => None,
     }
 }
@@ -73,10 +76,14 @@ fn check_digest(what: &str, digest: &BTreeMap<String, String>) -> Result<(), Ima
         return Err(ImageError::Provenance(format!("{what} has no digest")));
     }
     for (algorithm, hex) in digest {
-        let len = hex_len(algorithm)
-            .ok_or_else(|| ImageError::Provenance(format!("{what}: unknown digest algorithm `{algorithm}`")))?;
+        // A git commit is SHA-1 or, in a SHA-256 repository, SHA-256.
+        let lens: &[usize] = match algorithm.as_str() {
+            "gitCommit" => &[40, 64],
+            other => &[hex_len(other)
+                .ok_or_else(|| ImageError::Provenance(format!("{what}: unknown digest algorithm `{algorithm}`")))?],
+        };
         let lower_hex = hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if hex.len() != len || !lower_hex {
+        if !lens.contains(&hex.len()) || !lower_hex {
             return Err(ImageError::Provenance(format!("{what}: `{hex}` is not a {algorithm} digest")));
         }
     }
@@ -87,6 +94,9 @@ fn descriptor(m: &Material) -> Value {
     let mut d = json!({ "name": m.name, "digest": m.digest });
     if let Some(uri) = &m.uri {
         d["uri"] = json!(uri);
+    }
+    if !m.annotations.is_empty() {
+        d["annotations"] = json!(m.annotations);
     }
     d
 }
@@ -140,6 +150,7 @@ mod tests {
                     name: "source".into(),
                     uri: Some("git+https://x/y".into()),
                     digest: [("gitCommit".to_string(), "1".repeat(40))].into(),
+                    annotations: BTreeMap::new(),
                 },
                 Material::new("data", "md5", &"2".repeat(32)),
                 Material::new("model.onnx", "sha256", &"3".repeat(64)),

@@ -82,7 +82,6 @@ fn action(ctx: &StageContext) -> Result<(), StageError> {
     labels.insert(image::LABEL_VERSION.to_string(), git.tags.first().cloned().unwrap_or_else(|| git.short.clone()));
     labels.insert(image::LABEL_MODEL_DIGEST.to_string(), model_digest);
     labels.insert(image::LABEL_DATA_DIGEST.to_string(), data_digest.clone());
-    let source_uri = labels[image::LABEL_SOURCE].clone();
     let spec = image::ImageSpec {
         repository: "slipway-serve".into(),
         serve_binary: root.join(SERVE_BIN),
@@ -103,7 +102,8 @@ fn action(ctx: &StageContext) -> Result<(), StageError> {
         built.archive.display(),
         built.sbom.display()
     ));
-    let statement = provenance(ctx, &git, &source_uri, &runtime, &data_digest, &built, &spec.tags)?;
+    let told = ctx.env().get("SLIPWAY_SOURCE_URL").filter(|s| !s.is_empty()).map(String::as_str);
+    let statement = provenance(ctx, &git, told, &runtime, &data_digest, &built, &spec.tags)?;
     engine::write_atomic(&root.join(IMAGE_PROVENANCE), &statement)?;
     ctx.log_line(&format!("  provenance: {IMAGE_PROVENANCE}"));
     let pushed = push_if_configured(ctx, &built.layout, &spec.tags)?;
@@ -152,7 +152,7 @@ fn push_if_configured(ctx: &StageContext, layout: &Path, tags: &[String]) -> Res
 fn provenance(
     ctx: &StageContext,
     git: &Git,
-    source_uri: &str,
+    source_uri: Option<&str>,
     runtime: &Path,
     data_digest: &str,
     built: &image::Built,
@@ -167,19 +167,23 @@ fn provenance(
         }
         Ok(m)
     };
-    let commit = (git.sha.len() == 40 && git.sha.bytes().all(|b| b.is_ascii_hexdigit())).then(|| git.sha.clone());
-    let uri = format!("git+{source_uri}");
+    let commit = ([40, 64].contains(&git.sha.len()) && git.sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| git.sha.to_ascii_lowercase());
+    // Where the source lives only when the build was told (`SLIPWAY_SOURCE_URL`): a default
+    // would credit a team's commit to Slipway's repository.
+    let uri = source_uri.map(|s| format!("git+{s}"));
     let mut materials = Vec::new();
     if let Some(commit) = &commit {
-        materials.push(image::Material {
-            name: "source".into(),
-            uri: Some(uri.clone()),
-            digest: [("gitCommit".to_string(), commit.clone())].into(),
-        });
+        let mut source = image::Material::new("source", "gitCommit", commit);
+        source.uri = uri.clone();
+        materials.push(source);
     }
     materials.push(file(CARGO_LOCK, &ctx.program_root().join(CARGO_LOCK), false)?);
     if let Some(md5) = data_digest.strip_prefix("md5:") {
-        materials.push(image::Material::new(crate::paths::DEMO_POINTER, "md5", md5));
+        let mut data = image::Material::new("data", "md5", md5);
+        data.annotations.insert("pointer".into(), crate::paths::DEMO_POINTER.into());
+        data.annotations.insert("digest_of".into(), "the DVC manifest of the directory the pointer tracks".into());
+        materials.push(data);
     }
     materials.push(file("model.onnx", &root.join(MODEL), true)?);
     materials.push(file(TRAIN_LOCK, &root.join(TRAIN_LOCK), false)?);
@@ -190,10 +194,21 @@ fn provenance(
         manifest_digest: built.manifest_digest.clone(),
         tags: tags.to_vec(),
         builder_id: format!("{DEFAULT_SOURCE}/xtask@{}", env!("CARGO_PKG_VERSION")),
-        external_parameters: serde_json::json!({
-            "source": { "uri": uri, "digest": commit.map(|c| serde_json::json!({ "gitCommit": c })) },
-            "branch": git.branch,
-        }),
+        external_parameters: {
+            // Only what is known: no key holds a null.
+            let mut source = serde_json::Map::new();
+            if let Some(uri) = uri {
+                source.insert("uri".into(), uri.into());
+            }
+            if let Some(commit) = commit {
+                source.insert("digest".into(), serde_json::json!({ "gitCommit": commit }));
+            }
+            let mut params = serde_json::json!({ "source": source });
+            if let Some(branch) = &git.branch {
+                params["branch"] = branch.clone().into();
+            }
+            params
+        },
         materials,
         byproducts: vec![file("sbom.cdx.json", &built.sbom, false)?],
     };
