@@ -228,64 +228,66 @@ fn trace(thing: &str, records: &Records, events: &[Event], mut missing: Vec<Stri
     let thing = thing.trim();
     let lower = thing.to_ascii_lowercase();
     let mut models: BTreeSet<String> = BTreeSet::new();
-    let kind = if lower.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
-        models.extend(events.iter().filter(|e| e.release.version == lower).map(|e| e.release.model_digest.clone()));
-        "release"
-    } else if let Some(hex) = lower.strip_prefix("sha256:").filter(|h| h.len() == 64 && is_hex(h)) {
-        let digest = format!("sha256:{hex}");
-        models.extend(
-            events
-                .iter()
-                .filter(|e| e.release.image_digest.as_deref() == Some(digest.as_str()))
-                .map(|e| e.release.model_digest.clone()),
-        );
-        for image in records.of("image") {
-            let built = output(image, IMAGE_RECORD).and_then(|f| records.object(&f.digest));
-            let manifest = built.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-            if manifest.as_ref().and_then(|m| m["manifest_digest"].as_str()) == Some(digest.as_str()) {
-                let train = upstream(image, "train");
+    let kind = match kind_of(thing)? {
+        "release" => {
+            models.extend(events.iter().filter(|e| e.release.version == lower).map(|e| e.release.model_digest.clone()));
+            "release"
+        }
+        "image" => {
+            let digest = lower.clone();
+            models.extend(
+                events
+                    .iter()
+                    .filter(|e| e.release.image_digest.as_deref() == Some(digest.as_str()))
+                    .map(|e| e.release.model_digest.clone()),
+            );
+            for image in records.of("image") {
+                let built = output(image, IMAGE_RECORD).and_then(|f| records.object(&f.digest));
+                let manifest = built.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+                if manifest.as_ref().and_then(|m| m["manifest_digest"].as_str()) == Some(digest.as_str()) {
+                    let train = upstream(image, "train");
+                    models.extend(
+                        records
+                            .of("train")
+                            .iter()
+                            .filter(|t| Some(t.outputs_digest) == train)
+                            .filter_map(|t| output(t, MODEL).map(|m| m.digest.to_hex())),
+                    );
+                }
+            }
+            "image"
+        }
+        "digest" => {
+            let as_model =
+                records.of("train").iter().any(|t| output(t, MODEL).is_some_and(|m| m.digest.to_hex() == lower))
+                    || events.iter().any(|e| e.release.model_digest == lower);
+            if as_model {
+                models.insert(lower.clone());
+                "model"
+            } else {
+                // A data file: the runs of `train` keyed on a `pull` that produced it.
+                let pulls: Vec<Digest> = records
+                    .of("pull")
+                    .iter()
+                    .filter(|p| p.outputs.iter().chain(&p.updates).any(|f| f.digest.to_hex() == lower))
+                    .map(|p| p.outputs_digest)
+                    .collect();
                 models.extend(
                     records
                         .of("train")
                         .iter()
-                        .filter(|t| Some(t.outputs_digest) == train)
+                        .filter(|t| upstream(t, "pull").is_some_and(|u| pulls.contains(&u)))
                         .filter_map(|t| output(t, MODEL).map(|m| m.digest.to_hex())),
                 );
+                "data"
             }
         }
-        "image"
-    } else if lower.len() == 64 && is_hex(&lower) {
-        let as_model = records.of("train").iter().any(|t| output(t, MODEL).is_some_and(|m| m.digest.to_hex() == lower))
-            || events.iter().any(|e| e.release.model_digest == lower);
-        if as_model {
-            models.insert(lower.clone());
-            "model"
-        } else {
-            // A data file: the runs of `train` keyed on a `pull` that produced it.
-            let pulls: Vec<Digest> = records
-                .of("pull")
-                .iter()
-                .filter(|p| p.outputs.iter().chain(&p.updates).any(|f| f.digest.to_hex() == lower))
-                .map(|p| p.outputs_digest)
-                .collect();
+        _ => {
             models.extend(
-                records
-                    .of("train")
-                    .iter()
-                    .filter(|t| upstream(t, "pull").is_some_and(|u| pulls.contains(&u)))
-                    .filter_map(|t| output(t, MODEL).map(|m| m.digest.to_hex())),
+                events.iter().filter(|e| e.release.git_sha.starts_with(&lower)).map(|e| e.release.model_digest.clone()),
             );
-            "data"
+            "commit"
         }
-    } else if (7..=40).contains(&lower.len()) && is_hex(&lower) {
-        models.extend(
-            events.iter().filter(|e| e.release.git_sha.starts_with(&lower)).map(|e| e.release.model_digest.clone()),
-        );
-        "commit"
-    } else {
-        bail!(
-            "`{thing}` is not a release version (v3), an image digest (sha256:…), a model or data file digest (64 hex) or a commit (7 to 40 hex)"
-        );
     };
     if records.truncated {
         missing.push(format!(
