@@ -369,6 +369,12 @@ impl Deployer {
             };
             target::stop(&old).await.map_err(DeployError::Target)?;
         }
+        // A router just stopped may hold the port for a moment longer while it exits.
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !free(config.port) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let router =
             Router::start(&bundle.join("slipway-router"), config.port, &dir).await.map_err(DeployError::Target)?;
         engine::write_atomic(&file, &serde_json::to_vec_pretty(&router).map_err(anyhow::Error::from)?)

@@ -267,6 +267,11 @@ pub async fn stop(backend: &Backend) -> Result<()> {
             }
             if alive(&backend.handle) {
                 let _ = cmd!(sh, "kill -KILL {pid}").quiet().ignore_stderr().run();
+                // Its sockets are closed only once it is gone: a caller may bind its port next.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while alive(&backend.handle) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
         Handle::Container(id) => {
