@@ -38,6 +38,8 @@ pub struct StageContext<'a> {
     pub(crate) ran: Mutex<Vec<bool>>,
     /// When set, every command runs under `strace` and writes its trace into this directory.
     pub(crate) trace: Option<PathBuf>,
+    /// Where [`StageContext::warn`] goes besides the log.
+    pub(crate) reporter: &'a dyn crate::report::Reporter,
 }
 
 /// How many lines of a failed command's output an error shows.
@@ -166,6 +168,14 @@ impl StageContext<'_> {
         } else {
             program.to_string()
         }
+    }
+
+    /// Something the user should see though the stage goes on (a service it only informs was
+    /// unreachable): shown as the run's warning and kept in the stage's log, secrets masked.
+    pub fn warn(&self, message: &str) {
+        let message = self.workspace.redact(message);
+        self.log_line(&format!("warning: {message}"));
+        self.reporter.warn(&format!("{}: {message}", self.stage));
     }
 
     /// Appends a line to the stage's log, with secrets masked.

@@ -91,6 +91,11 @@ pub struct StageReport {
     pub outcome: Outcome,
     /// Wall time, including hashing.
     pub elapsed: Duration,
+    /// When it started, from the start of the run.
+    pub started: Duration,
+    /// Why it ran rather than being restored: what changed since its last record in this
+    /// workspace, or the flag that made it run. Empty when it did not run its action.
+    pub why: Vec<String>,
 }
 
 /// The result of a run.
@@ -121,6 +126,9 @@ impl RunSummary {
 
 type Done = Option<(Outcome, Option<Digest>)>;
 
+/// What `execute` gives back: the outcome, the outputs digest, and why the stage ran.
+type Executed = (Outcome, Option<Digest>, Vec<String>);
+
 /// Runs `pipeline` in `ws`, reporting progress to `reporter`.
 pub async fn run(
     pipeline: &Pipeline,
@@ -134,6 +142,7 @@ pub async fn run(
     let shared = Arc::new(pipeline.clone());
     let mut done: BTreeMap<String, watch::Receiver<Done>> = BTreeMap::new();
     let mut tasks = Vec::new();
+    let begun = Instant::now();
     for stage in pipeline.stages() {
         let (tx, rx) = watch::channel(None);
         let upstream: Vec<(String, watch::Receiver<Done>)> =
@@ -145,6 +154,7 @@ pub async fn run(
             ws: ws.clone(),
             opts: opts.clone(),
             reporter: reporter.clone(),
+            begun,
         };
         tasks.push(tokio::spawn(async move {
             let report = job.run_after(upstream).await;
@@ -169,6 +179,7 @@ struct Job {
     ws: Arc<Workspace>,
     opts: RunOptions,
     reporter: Arc<dyn Reporter>,
+    begun: Instant,
 }
 
 impl Job {
@@ -178,7 +189,10 @@ impl Job {
             let done = rx.wait_for(Option::is_some).await.expect("upstream tasks always send").clone();
             match done {
                 Some((outcome, Some(digest))) if outcome.succeeded() => drop(digests.insert(name, digest)),
-                _ => return self.finish(Outcome::Skipped(format!("`{name}` did not succeed")), Duration::ZERO, None),
+                _ => {
+                    let skipped = Outcome::Skipped(format!("`{name}` did not succeed"));
+                    return self.finish((skipped, None, Vec::new()), Instant::now(), Duration::ZERO);
+                }
             }
         }
         let start = Instant::now();
@@ -187,13 +201,15 @@ impl Job {
             (self.pipeline.clone(), self.ws.clone(), self.opts.clone(), self.reporter.clone(), self.stage.clone());
         let result =
             tokio::task::spawn_blocking(move || execute(&pipeline, &stage, &ws, &opts, &*reporter, &digests)).await;
-        let (outcome, digest) =
-            result.unwrap_or_else(|e| (Outcome::Failed(format!("stage `{name}` panicked: {e}")), None));
-        self.finish(outcome, start.elapsed(), digest)
+        let executed =
+            result.unwrap_or_else(|e| (Outcome::Failed(format!("stage `{name}` panicked: {e}")), None, Vec::new()));
+        self.finish(executed, start, start.elapsed())
     }
 
-    fn finish(&self, outcome: Outcome, elapsed: Duration, digest: Option<Digest>) -> (StageReport, Option<Digest>) {
-        let report = StageReport { stage: self.stage.name.clone(), outcome, elapsed };
+    fn finish(&self, executed: Executed, start: Instant, elapsed: Duration) -> (StageReport, Option<Digest>) {
+        let (outcome, digest, why) = executed;
+        let started = start.saturating_duration_since(self.begun);
+        let report = StageReport { stage: self.stage.name.clone(), outcome, elapsed, started, why };
         let log = std::fs::read_to_string(log_path(&self.ws, &self.stage.name)).unwrap_or_default();
         self.reporter.stage_finished(&report, &log);
         (report, digest)
@@ -212,15 +228,42 @@ fn execute(
     opts: &RunOptions,
     reporter: &dyn Reporter,
     upstream: &BTreeMap<String, Digest>,
-) -> (Outcome, Option<Digest>) {
+) -> Executed {
     let log = log_path(ws, &stage.name);
     let _ = std::fs::create_dir_all(log.parent().expect("logs live in a directory"));
     let _ = std::fs::write(&log, b"");
     reporter.stage_started(&stage.name, &stage.about);
-    match try_execute(pipeline, stage, ws, opts, reporter, upstream, log) {
-        Ok((outcome, digest)) => (outcome, Some(digest)),
-        Err(StageError::Rejected(reason)) => (Outcome::Rejected(ws.redact(&reason)), None),
-        Err(StageError::Failed(e)) => (Outcome::Failed(ws.redact(&format!("{e:#}"))), None),
+    let mut why = Vec::new();
+    let result = try_execute(pipeline, stage, ws, opts, reporter, upstream, &mut why);
+    let why = why.iter().map(|line| ws.redact(line)).collect();
+    match result {
+        Ok((outcome, digest)) => (outcome, Some(digest), why),
+        Err(StageError::Rejected(reason)) => (Outcome::Rejected(ws.redact(&reason)), None, why),
+        Err(StageError::Failed(e)) => (Outcome::Failed(ws.redact(&format!("{e:#}"))), None, why),
+    }
+}
+
+/// Why a stage that could have been restored runs instead, in the words of `status`.
+fn why_it_runs(stage: &Stage, ws: &Workspace, opts: &RunOptions, resolved: &crate::plan::Resolved) -> Vec<String> {
+    if opts.traces(stage).is_some() {
+        return vec!["traced (--trace-inputs): a traced stage always runs".into()];
+    }
+    if opts.no_cache {
+        return vec!["--no-cache".into()];
+    }
+    if opts.force.contains(&stage.name) {
+        return vec![format!("--force {}", stage.name)];
+    }
+    if let Err(why) = environment_matches(stage, ws, &resolved.fingerprint) {
+        return vec![why];
+    }
+    let Some(last) = ws.last_record(&stage.name) else {
+        return vec!["no earlier run in this workspace".into()];
+    };
+    let changed = crate::explain::diff_inputs(&last.inputs, &resolved.inputs);
+    match changed.is_empty() {
+        true => vec!["the step cache holds no usable result for these inputs".into()],
+        false => changed,
     }
 }
 
@@ -231,7 +274,7 @@ fn try_execute(
     opts: &RunOptions,
     reporter: &dyn Reporter,
     upstream: &BTreeMap<String, Digest>,
-    log: std::path::PathBuf,
+    why: &mut Vec<String>,
 ) -> Result<(Outcome, Digest), StageError> {
     let progress = |n: u64| reporter.hashing(&stage.name, n);
     let resolved = resolve(pipeline, stage, ws, upstream, &progress).context("cannot read the stage's inputs")?;
@@ -258,6 +301,7 @@ fn try_execute(
             Err(e) => reporter.warn(&format!("{}: cannot reuse the cached result, running instead: {e:#}", stage.name)),
         }
     }
+    *why = why_it_runs(stage, ws, opts, &resolved);
     reporter.running(&stage.name);
     let start = Instant::now();
     let known = ws.last_record(&stage.name).map(|r| r.outputs).unwrap_or_default();
@@ -265,12 +309,13 @@ fn try_execute(
     let ctx = StageContext {
         stage: &stage.name,
         workspace: ws,
-        log: log.into(),
+        log: log_path(ws, &stage.name).into(),
         env: stage_env(stage, ws),
         probes: resolved.probes.clone(),
         commands: &stage.commands,
         ran: std::sync::Mutex::new(vec![false; stage.commands.len()]),
         trace: traced,
+        reporter,
     };
     let ran = act(stage, &ctx).and_then(|()| {
         record_run(pipeline, stage, ws, upstream, resolved, start.elapsed(), reporter).map_err(Into::into)
