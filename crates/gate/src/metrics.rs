@@ -72,6 +72,41 @@ pub struct Latency {
     pub mean_ms: f64,
     /// Slowest.
     pub max_ms: f64,
+    /// How the samples spread, for pictures (absent in reports from before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<Histogram>,
+}
+
+/// Samples in bins whose widths grow geometrically from the fastest sample to the slowest, so
+/// a tail a hundred times the median is drawn as clearly as the bulk.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Bin edges, ascending: bin `i` holds samples in `[edges[i], edges[i + 1])` (the last
+    /// includes its upper edge).
+    pub edges_ms: Vec<f64>,
+    /// Samples per bin (one fewer than edges).
+    pub counts: Vec<u64>,
+}
+
+/// Bins in a latency histogram.
+pub const HISTOGRAM_BINS: usize = 40;
+
+impl Histogram {
+    /// The histogram of sorted, non-empty samples.
+    fn of(sorted: &[f64]) -> Histogram {
+        let from = sorted[0].max(1e-6);
+        let to = sorted[sorted.len() - 1].max(from * 1.01);
+        let ratio = (to / from).powf(1.0 / HISTOGRAM_BINS as f64);
+        let mut edges_ms: Vec<f64> = (0..=HISTOGRAM_BINS).map(|i| from * ratio.powi(i as i32)).collect();
+        edges_ms[0] = sorted[0].min(from);
+        edges_ms[HISTOGRAM_BINS] = to;
+        let mut counts = vec![0u64; HISTOGRAM_BINS];
+        for &x in sorted {
+            let i = edges_ms[1..].partition_point(|&edge| edge <= x).min(HISTOGRAM_BINS - 1);
+            counts[i] += 1;
+        }
+        Histogram { edges_ms, counts }
+    }
 }
 
 impl Latency {
@@ -86,6 +121,7 @@ impl Latency {
             p99_ms: percentile(&sorted, 99.0),
             mean_ms: sorted.iter().sum::<f64>() / sorted.len() as f64,
             max_ms: *sorted.last().expect("non-empty"),
+            histogram: Some(Histogram::of(&sorted)),
         }
     }
 }
@@ -138,5 +174,23 @@ mod tests {
         assert!((percentile(&v, 99.0) - 9.91).abs() < 1e-12);
         let l = Latency::of(&[3.0, 1.0, 2.0]);
         assert_eq!((l.samples, l.p50_ms, l.mean_ms, l.max_ms), (3, 2.0, 2.0, 3.0));
+    }
+
+    #[test]
+    fn the_histogram_counts_every_sample_once_and_spans_them_all() {
+        let mut v: Vec<f64> = (0..1000).map(|i| 0.05 + f64::from(i % 100) / 1000.0).collect();
+        v.push(5.0);
+        let h = Latency::of(&v).histogram.expect("a histogram");
+        assert_eq!(h.counts.iter().sum::<u64>(), 1001);
+        assert_eq!((h.edges_ms.len(), h.counts.len()), (HISTOGRAM_BINS + 1, HISTOGRAM_BINS));
+        assert_eq!((h.edges_ms[0], h.edges_ms[HISTOGRAM_BINS]), (0.05, 5.0));
+        assert!(h.edges_ms.windows(2).all(|w| w[0] < w[1]), "{:?}", h.edges_ms);
+        assert_eq!(h.counts[HISTOGRAM_BINS - 1], 1, "the slowest sample is in the last bin");
+        let ratio = h.edges_ms[2] / h.edges_ms[1];
+        assert!((h.edges_ms[31] / h.edges_ms[30] - ratio).abs() < 1e-9, "geometric bins");
+        let same = Latency::of(&[2.0; 10]).histogram.expect("a histogram");
+        assert_eq!(same.counts.iter().sum::<u64>(), 10);
+        let zero = Latency::of(&[0.0, 0.0, 1.0]).histogram.expect("a histogram");
+        assert_eq!(zero.counts.iter().sum::<u64>(), 3);
     }
 }
