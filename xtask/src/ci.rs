@@ -21,6 +21,9 @@ pub struct Plan<'a> {
     pub targets: &'a [String],
     /// Trace the subprocess stages among them.
     pub trace_inputs: bool,
+    /// Write the run report (`reports/run.html`, and the step summary in GitHub Actions):
+    /// `ci` does, the single-stage commands do not.
+    pub report: bool,
 }
 
 /// Runs the pipeline (or `plan.targets` and what they need); returns the exit code.
@@ -33,12 +36,20 @@ pub fn run(root: &Path, env: &Env, common: &Common, plan: &Plan<'_>) -> Result<u
     check_names(&pipeline, &common.force, "--force ")?;
     let runtime = tokio::runtime::Runtime::new()?;
     let ws = Arc::new(open_workspace(root, env, &pipeline, &runtime)?);
-    let reporter: Arc<dyn engine::Reporter> = report::for_environment(ws.env(), common.verbose).into();
+    // The run report writes the whole step summary, the stage table with it.
+    let mut shown = ws.env().clone();
+    if plan.report {
+        shown.remove("GITHUB_STEP_SUMMARY");
+    }
+    let reporter: Arc<dyn engine::Reporter> = report::for_environment(&shown, common.verbose).into();
     let mut opts = RunOptions { no_cache: common.no_cache, force: common.force.clone(), trace: None };
     if plan.trace_inputs {
         opts.trace = Some(trace_options(root, &pipeline, env)?);
     }
     let summary = runtime.block_on(engine::run(&pipeline, ws.clone(), &opts, reporter));
+    if plan.report {
+        crate::report::after_run(root, env, &summary);
+    }
     let Some(trace) = &opts.trace else { return Ok(summary.exit_code()) };
     let undeclared = report_traces(&pipeline, &ws, &summary, trace)?;
     Ok(match summary.exit_code() {

@@ -19,6 +19,8 @@ pub struct Config {
     pub validate: ValidateConfig,
     /// Environments; `staging` and `production` on the local target when none are given.
     pub environments: std::collections::BTreeMap<String, deploy::EnvConfig>,
+    /// Where MLflow, when `MLFLOW_TRACKING_URI` is set, gets runs and versions.
+    pub mlflow: MlflowConfig,
 }
 
 impl Config {
@@ -34,6 +36,42 @@ impl Config {
             kubernetes: None,
         };
         [("staging".to_string(), env(18080)), ("production".to_string(), env(18081))].into_iter().collect()
+    }
+}
+
+/// `[mlflow]` in `slipway.toml`.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlflowConfig {
+    /// The experiment train runs are logged in.
+    pub experiment: String,
+    /// The registered model that validated models become versions of.
+    pub model: String,
+    /// Fail the stage when MLflow cannot be told (by default it is a warning).
+    pub required: bool,
+}
+
+impl Default for MlflowConfig {
+    fn default() -> MlflowConfig {
+        MlflowConfig { experiment: "slipway".into(), model: "slipway".into(), required: false }
+    }
+}
+
+impl MlflowConfig {
+    /// Names MLflow accepts and that go into search filters unquoted: no quote, backtick or
+    /// control character, at most 256 bytes.
+    pub fn check(&self) -> Result<()> {
+        for (what, name) in [("experiment", &self.experiment), ("model", &self.model)] {
+            let bad = name.is_empty()
+                || name.len() > 256
+                || name.chars().any(|c| c.is_control() || matches!(c, '\'' | '"' | '`' | '\\' | '/'));
+            if bad {
+                anyhow::bail!(
+                    "[mlflow] {what} = {name:?} is not a name MLflow and its search filters take: use 1 to 256 characters without quotes, backticks, slashes or control characters"
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -91,6 +129,7 @@ pub fn load(root: &Path) -> Result<Config> {
 /// smoke settings (latency bound, soak) stay its own.
 pub fn parse(text: &str) -> Result<Config> {
     let mut config: Config = toml::from_str(text)?;
+    config.mlflow.check()?;
     let raw: toml::Table = toml::from_str(text)?;
     let envs = raw.get("environments").and_then(toml::Value::as_table);
     let has_cases =

@@ -77,6 +77,9 @@ pub enum Cmd {
     /// Where a release, image, model or commit came from and where it went: data, train run,
     /// validation, image, releases (a data file's digest gives the releases trained on it)
     Trace(TraceArgs),
+    /// Rebuild reports/run.html (the last `ci` run: stages, data gate, validation, image,
+    /// staging) from reports/run.json and what the stages left
+    Report,
 }
 
 #[derive(Args, Clone, Debug)]

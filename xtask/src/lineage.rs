@@ -375,7 +375,7 @@ fn chain(model: &str, records: &Records, events: &[Event], missing: &mut Vec<Str
 }
 
 /// When, as `2026-12-01T23:40:12Z`.
-fn when(epoch: u64) -> String {
+pub fn when(epoch: u64) -> String {
     let at = time::OffsetDateTime::from_unix_timestamp(epoch as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| epoch.to_string())
 }

@@ -9,10 +9,12 @@ mod config;
 mod data;
 mod flags;
 mod lineage;
+mod mlflow;
 mod ort;
 mod paths;
 mod pipeline;
 mod release;
+mod report;
 mod root;
 mod stages;
 mod status;
@@ -56,10 +58,12 @@ fn main() -> ExitCode {
 
 fn dispatch(flags: &Flags, root: &std::path::Path, env: &Env) -> anyhow::Result<u8> {
     let common = &flags.common;
-    let stage = |name: &str| ci::run(root, env, common, &Plan { targets: &[name.to_string()], trace_inputs: false });
+    let stage = |name: &str| ci::run(root, env, common, &Plan { targets: &[name.to_string()], ..Plan::default() });
     match &flags.cmd {
         Cmd::Ci(args) if args.dry_run => status::run(root, env, common, false),
-        Cmd::Ci(args) => ci::run(root, env, common, &Plan { targets: &args.stages, trace_inputs: args.trace_inputs }),
+        Cmd::Ci(args) => {
+            ci::run(root, env, common, &Plan { targets: &args.stages, trace_inputs: args.trace_inputs, report: true })
+        }
         Cmd::Status(args) => status::run(root, env, common, args.json),
         Cmd::Lint => stage("lint"),
         Cmd::Test => stage("test"),
@@ -79,5 +83,6 @@ fn dispatch(flags: &Flags, root: &std::path::Path, env: &Env) -> anyhow::Result<
         Cmd::Releases(args) => release::releases_cmd(root, env, args),
         Cmd::Stop(args) => release::stop_cmd(root, env, args),
         Cmd::Trace(args) => lineage::run(root, env, &args.thing, args.json),
+        Cmd::Report => report::rebuild(root, env),
     }
 }

@@ -36,6 +36,9 @@ pub const METRICS: &str = "models/metrics.json";
 /// The gates' reports.
 pub const DATA_REPORT: &str = "reports/data-check.json";
 pub const VALIDATION_REPORT: &str = "reports/validation_report.json";
+/// What the last `ci` run did (its stage timeline), and the page built from it and the rest.
+pub const RUN_RECORD: &str = "reports/run.json";
+pub const RUN_REPORT: &str = "reports/run.html";
 
 /// Where the `build` stage puts the binaries a release ships (under `dist/`), and the image.
 pub const SERVE_BIN: &str = "dist/slipway-serve";

@@ -48,7 +48,7 @@ pub fn pipeline(program: &Path, root: &Path) -> Result<Pipeline> {
         // Data, model, gates.
         .stage(pull::stage(root)?)?
         .stage(check_data::stage(&config))?
-        .stage(train::stage(root)?)?
+        .stage(train::stage(root, &config)?)?
         .stage(validate::stage(&config))?
         // Ship: build the server, package it, deploy to staging behind smoke tests.
         .stage(rust::build())?

@@ -109,14 +109,23 @@ fn say() -> Box<dyn Fn(&str) + Send + Sync> {
     Box::new(|line: &str| eprintln!("{line}"))
 }
 
-fn finish(report: &Report) -> u8 {
+/// Prints what the ledger recorded; MLflow's alias of each environment follows what went live.
+fn finish(root: &Path, env: &Env, report: &Report) -> Result<u8> {
+    let mlflow = config::load(root)?.mlflow;
     for e in &report.events {
         eprintln!("recorded #{}: {:?} of {} on {}: {:?}", e.seq, e.kind, e.release.version, e.env, e.outcome);
         for c in e.smoke.iter().filter(|c| !c.passed) {
             eprintln!("  FAIL {}: {}", c.name, c.detail);
         }
+        if e.outcome == deploy::Outcome::Live {
+            match crate::mlflow::follow(env, &mlflow, &e.env, &e.release.model_digest)? {
+                Some(Ok(done)) => eprintln!("{done}"),
+                Some(Err(warning)) => eprintln!("warning: {warning}"),
+                None => {}
+            }
+        }
     }
-    report.exit_code
+    Ok(report.exit_code)
 }
 
 /// `cargo xtask deploy ENV`.
@@ -124,7 +133,7 @@ pub fn deploy_cmd(root: &Path, env: &Env, env_name: &str) -> Result<u8> {
     let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
     let candidate = candidate(root, env, &git_sha(root))?;
     let report = run(d.until_signal(env_name, d.deploy(env_name, &candidate)))?;
-    Ok(finish(&report))
+    finish(root, env, &report)
 }
 
 /// `cargo xtask promote ENV [--from staging] [--approve]`.
@@ -132,7 +141,7 @@ pub fn promote_cmd(root: &Path, env: &Env, args: &PromoteArgs) -> Result<u8> {
     let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
     let approval = approval(&d, args)?;
     let report = run(d.until_signal(&args.env, d.promote(&args.from, &args.env, approval)))?;
-    Ok(finish(&report))
+    finish(root, env, &report)
 }
 
 fn approval(d: &Deployer, args: &PromoteArgs) -> Result<Approval> {
@@ -157,7 +166,7 @@ fn approval(d: &Deployer, args: &PromoteArgs) -> Result<Approval> {
 pub fn rollback_cmd(root: &Path, env: &Env, args: &RollbackArgs) -> Result<u8> {
     let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
     let report = run(d.until_signal(&args.env, d.rollback(&args.version, &args.env)))?;
-    Ok(finish(&report))
+    finish(root, env, &report)
 }
 
 /// `cargo xtask releases [--env E]`.

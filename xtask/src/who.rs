@@ -81,21 +81,56 @@ fn config_files(env: &Env, root: &Path) -> Vec<PathBuf> {
 /// `.git/config` of the repository holding `root`, following a `.git` file (`gitdir: …`) as
 /// worktrees and submodules have.
 fn repository_config(root: &Path) -> Option<PathBuf> {
+    Some(git_dirs(root)?.1.join("config"))
+}
+
+/// The repository's git directory (where `HEAD` is) and its common directory (where `config`
+/// and the refs are): the same for a plain clone, apart for a worktree or a submodule.
+fn git_dirs(root: &Path) -> Option<(PathBuf, PathBuf)> {
     let dot_git = root.ancestors().map(|d| d.join(".git")).find(|g| g.exists())?;
     if dot_git.is_dir() {
-        return Some(dot_git.join("config"));
+        return Some((dot_git.clone(), dot_git));
     }
     let text = read_small(&dot_git)?;
     let gitdir = text.lines().find_map(|l| l.strip_prefix("gitdir:"))?.trim();
     let gitdir = dot_git.parent()?.join(gitdir);
     // A worktree's own directory names the common one, where `config` is.
-    let common = read_small(&gitdir.join("commondir")).map(|c| gitdir.join(c.trim())).unwrap_or(gitdir);
-    Some(common.join("config"))
+    let common = read_small(&gitdir.join("commondir")).map(|c| gitdir.join(c.trim())).unwrap_or(gitdir.clone());
+    Some((gitdir, common))
 }
 
+/// The commit `HEAD` names, read from the repository's files without running git (a stage may
+/// run only the commands it declares): a detached `HEAD`, a loose ref or `packed-refs`.
+pub fn head_commit(root: &Path) -> Option<String> {
+    let (git_dir, common) = git_dirs(root)?;
+    let head = read_small(&git_dir.join("HEAD"))?;
+    let sha = match head.trim().strip_prefix("ref:").map(str::trim) {
+        None => head.trim().to_string(),
+        Some(name) => {
+            if !name.starts_with("refs/") || name.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+                return None;
+            }
+            match read_small(&common.join(name)) {
+                Some(loose) => loose.trim().to_string(),
+                None => read_bounded(&common.join("packed-refs"), MAX_PACKED_REFS)?
+                    .lines()
+                    .find_map(|l| l.split_once(' ').filter(|(_, r)| *r == name).map(|(sha, _)| sha.to_string()))?,
+            }
+        }
+    };
+    (sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sha)
+}
+
+/// `packed-refs` of a large repository is long; past this it is not read.
+const MAX_PACKED_REFS: u64 = 64 << 20;
+
 fn read_small(path: &Path) -> Option<String> {
+    read_bounded(path, MAX_CONFIG_BYTES)
+}
+
+fn read_bounded(path: &Path, max: u64) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > MAX_CONFIG_BYTES {
+    if !meta.is_file() || meta.len() > max {
         return None;
     }
     std::fs::read_to_string(path).ok()
@@ -211,6 +246,23 @@ mod tests {
         ]);
         let nobody = tempfile::tempdir().unwrap();
         assert_eq!(who(&e, nobody.path()), name, "name and email together are over {MAX_WHO} bytes");
+    }
+
+    #[test]
+    fn head_is_read_from_a_loose_ref_packed_refs_or_detached() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = dir.path().join(".git");
+        std::fs::create_dir_all(git.join("refs/heads")).unwrap();
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        std::fs::write(git.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::write(git.join("packed-refs"), format!("# pack-refs with: peeled\n{b} refs/heads/main\n")).unwrap();
+        assert_eq!(head_commit(dir.path()).as_deref(), Some(b.as_str()), "packed");
+        std::fs::write(git.join("refs/heads/main"), format!("{a}\n")).unwrap();
+        assert_eq!(head_commit(dir.path()).as_deref(), Some(a.as_str()), "a loose ref wins");
+        std::fs::write(git.join("HEAD"), format!("{b}\n")).unwrap();
+        assert_eq!(head_commit(dir.path()).as_deref(), Some(b.as_str()), "detached");
+        std::fs::write(git.join("HEAD"), "ref: refs/../../etc/passwd\n").unwrap();
+        assert_eq!(head_commit(dir.path()), None, "a ref that climbs out is not followed");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub const ENV: &str = "staging";
 /// Deploys what the pipeline built to staging.
 pub fn staging(config: &Config) -> Stage {
     let port = config.environments().get(ENV).map(|e| e.port);
+    let mlflow = config.mlflow.clone();
     let dir = deploy::target::env_dir(std::path::Path::new(""), ENV).to_string_lossy().into_owned();
     engine::stage!("deploy-staging", "deploy to staging and run the smoke tests")
         .ships()
@@ -37,9 +38,12 @@ pub fn staging(config: &Config) -> Stage {
         // Who deployed, for the ledger; not what was deployed, so not keyed.
         .pass_env(&crate::who::VARS.iter().filter(|v| !store::REMOTE_ENV.contains(v)).collect::<Vec<_>>())
         .pass_secrets(&[deploy::notify::WEBHOOK_VAR])
+        // The staging alias in MLflow follows the release; not keyed (it changes nothing here).
+        .pipeline_code(crate::mlflow::CODE)
+        .pass_secrets(crate::mlflow::VARS)
         .environment(&dir)
         .alive(move |root, _| serves_this_model(root, port))
-        .run(action)
+        .run(move |ctx| action(ctx, &mlflow))
 }
 
 /// `Ok` when staging's stable port answers ready with the model in the workspace.
@@ -55,7 +59,7 @@ fn serves_this_model(root: &std::path::Path, port: Option<u16>) -> Result<(), St
     }
 }
 
-fn action(ctx: &StageContext) -> Result<(), StageError> {
+fn action(ctx: &StageContext, mlflow: &crate::mlflow::MlflowConfig) -> Result<(), StageError> {
     let root = ctx.root().to_path_buf();
     let path = root.join(engine::STATE_DIR).join(engine::LOGS_DIR).join(format!("deploy-{ENV}.log"));
     let log: Box<dyn Fn(&str) + Send + Sync> = Box::new(move |line: &str| {
@@ -74,6 +78,13 @@ fn action(ctx: &StageContext) -> Result<(), StageError> {
         ctx.log_line(&format!("{:?} of {} on {}: {:?}", e.kind, e.release.version, e.env, e.outcome));
         for c in &e.smoke {
             ctx.log_line(&format!("  {} {}: {}", if c.passed { "PASS" } else { "FAIL" }, c.name, c.detail));
+        }
+    }
+    for e in report.events.iter().filter(|e| e.outcome == deploy::Outcome::Live) {
+        match crate::mlflow::follow(ctx.env(), mlflow, &e.env, &e.release.model_digest).map_err(StageError::Failed)? {
+            Some(Ok(done)) => ctx.log_line(&done),
+            Some(Err(warning)) => ctx.warn(&warning),
+            None => {}
         }
     }
     match report.exit_code {

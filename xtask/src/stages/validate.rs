@@ -19,8 +19,11 @@ pub fn stage(config: &crate::config::Config) -> Stage {
         .pipeline_code(crate::paths::CODE)
         .pipeline_code(crate::flags::CODE)
         .crates(&["slipway-gate", "slipway-model"])
+        // A passed model becomes an MLflow version; that answer changes nothing, so it is not keyed.
+        .pipeline_code(crate::mlflow::CODE)
+        .pipeline_code(crate::who::CODE)
+        .pass_secrets(crate::mlflow::VARS)
         .env(crate::ort::DYLIB_VAR)
-        .pass_env(&["GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY"])
         .param("thresholds", serde_json::to_value(&v).expect("thresholds serialize"))
         .param("columns", serde_json::to_value(&columns).expect("column names serialize"))
         .output(VALIDATION_REPORT)
@@ -28,11 +31,17 @@ pub fn stage(config: &crate::config::Config) -> Stage {
     if let Some(prod) = &v.production_model {
         stage = stage.files("production-model", &[prod]);
     }
-    stage.run(move |ctx| action(ctx, &v, &columns))
+    let mlflow = config.mlflow.clone();
+    stage.run(move |ctx| action(ctx, &v, &columns, &mlflow))
 }
 
 /// The gate on the trained model and the holdout data.
-fn action(ctx: &StageContext, config: &ValidateConfig, columns: &gate::Columns) -> Result<(), StageError> {
+fn action(
+    ctx: &StageContext,
+    config: &ValidateConfig,
+    columns: &gate::Columns,
+    mlflow: &crate::mlflow::MlflowConfig,
+) -> Result<(), StageError> {
     let root = ctx.root();
     let mut opts = ValidateOptions::new(root.join(MODEL), root.join(HOLDOUT_DATA), crate::ort::search(root, ctx.env()));
     opts.columns = columns.clone();
@@ -41,9 +50,8 @@ fn action(ctx: &StageContext, config: &ValidateConfig, columns: &gate::Columns) 
     let (report, verdict) = gate::validate(&opts);
     ctx.log_line(&report.summary());
     crate::validate::write_report(&root.join(VALIDATION_REPORT), &report)?;
-    crate::validate::append_step_summary(ctx.env(), &report.markdown());
     match verdict {
-        Verdict::Passed => Ok(()),
+        Verdict::Passed => crate::mlflow::after_validation(ctx, mlflow, &report),
         Verdict::Failed => {
             Err(StageError::rejected(format!("the model failed validation: {}", report.errors.join("; "))))
         }
