@@ -25,6 +25,10 @@ fn target_dir() -> PathBuf {
 #[path = "common/scratch.rs"]
 mod scratch;
 use scratch::Scratch;
+#[path = "common/mlflow_server.rs"]
+mod mlflow_server;
+#[path = "common/page.rs"]
+mod page;
 
 /// Runs the shared binary in `clone` as `cargo xtask ARGS` would: from the clone, with cargo's
 /// `CARGO_MANIFEST_DIR`, and the shared target directory.
@@ -280,6 +284,8 @@ fn the_tabular_example_ships_end_to_end_and_a_second_run_is_cached() {
 /// and a second run does nothing.
 #[test]
 fn a_repository_of_its_own_ships_with_slipway_beside_it() {
+    // MLflow takes half a minute to start; it does so while the team's repository is set up.
+    let mlflow = std::thread::spawn(mlflow_server::MlflowServer::start);
     let slipway = Scratch::of(&repo_root());
     let team = tempfile::tempdir().unwrap();
     let team_root = team.path().canonicalize().unwrap().join("churn");
@@ -298,7 +304,7 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
     let moved = text
         .replace("port = 18090", &format!("port = {staging}"))
         .replace("port = 18091", &format!("port = {production}"));
-    fs::write(&config, moved).unwrap();
+    fs::write(&config, format!("{moved}\n[mlflow]\nexperiment = \"churn\"\nmodel = \"churn\"\n")).unwrap();
     sh.change_dir(&team_root);
     let git: [&[&str]; 5] = [
         &["init", "-q"],
@@ -323,6 +329,8 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
         }
     }
     let _stop = Stop(&team_root, &slipway, env.clone());
+    let mlflow = mlflow.join().unwrap();
+    env.insert("MLFLOW_TRACKING_URI", mlflow.url.clone());
 
     let (code, out, err) = xtask_from(&team_root, &slipway, &["ci"], &env);
     let summary = format!("{out}\n{err}");
@@ -367,10 +375,25 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
     assert!(deps.iter().any(|d| d["digest"]["gitCommit"] == head.as_str()), "the commit: {provenance}");
     let linked = &events[0]["release"]["files"]["provenance.intoto.json"];
     assert_eq!(linked.as_str(), Some(blake3::hash(&statement).to_hex().as_str()), "the release links it");
+    let v1_model = events[0]["release"]["model_digest"].as_str().unwrap().to_string();
+    run_report_renders(&team_root, &built);
+    // MLflow got the training as a run, the validated model as version 1, and staging's alias.
+    let runs = mlflow.runs("churn");
+    assert_eq!(runs.len(), 1, "one run per training: {runs:?}\n{}", mlflow.log());
+    let tags = mlflow_server::MlflowServer::tags(&runs[0]);
+    assert_eq!(tags["slipway.model_blake3"], v1_model, "{tags:?}");
+    assert_eq!(tags["mlflow.source.git.commit"], head, "{tags:?}");
+    assert!(
+        mlflow.has_artifact(&runs[0], "model/model.onnx")
+            && mlflow.has_artifact(&runs[0], "validation/validation_report.json")
+    );
+    assert_eq!(mlflow.versions("churn"), vec![("1".to_string(), v1_model.clone())]);
+    assert_eq!(mlflow.alias("churn", "staging").as_deref(), Some("1"));
 
     let (code, out, err) = xtask_from(&team_root, &slipway, &["ci"], &env);
     assert_eq!(code, 0, "second ci:\n{out}\n{err}");
     assert!(format!("{out}\n{err}").contains("10 stages: 0 ran, 10 cached"), "second ci ran something:\n{out}\n{err}");
+    assert_eq!(mlflow.runs("churn").len(), 1, "a restored training logs no second run");
 
     // ci → promote → a second release → promote it → roll production back to v1; then the
     // trace of v1 and of its model, held to what the ledger and the records say.
@@ -380,6 +403,7 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
         out
     };
     run(&["promote", "production", "--approve"]);
+    assert_eq!(mlflow.alias("churn", "production").as_deref(), Some("1"), "production's alias follows the promote");
     // A new parameter, and the team's tests of what it ships updated with it.
     let params = team_root.join("training/params.toml");
     fs::write(&params, fs::read_to_string(&params).unwrap().replace("C = 1.0", "C = 0.5")).unwrap();
@@ -391,9 +415,13 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
     assert_ne!(moved, text);
     fs::write(&tests, moved).unwrap();
     run(&["ci"]);
+    assert_eq!(mlflow.runs("churn").len(), 2, "a second training, a second run");
+    assert_eq!(mlflow.versions("churn").len(), 2);
+    assert_eq!(mlflow.alias("churn", "staging").as_deref(), Some("2"));
     run(&["promote", "production", "--approve"]);
+    assert_eq!(mlflow.alias("churn", "production").as_deref(), Some("2"));
     run(&["rollback", "--version", "v1", "--env", "production"]);
-    let v1_model = events[0]["release"]["model_digest"].as_str().unwrap().to_string();
+    assert_eq!(mlflow.alias("churn", "production").as_deref(), Some("1"), "and back with the rollback");
     let trace: serde_json::Value = serde_json::from_str(&run(&["trace", "v1", "--json"])).unwrap();
     assert_eq!(trace["kind"], "release");
     let models = trace["models"].as_array().unwrap();
@@ -434,4 +462,51 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
     assert!(trained.contains(&v1_model.as_str()));
     let text = run(&["trace", "v1"]);
     assert!(text.contains("rollback to production: live"), "{text}");
+
+    // With MLflow down, a new training still ships, and the run says MLflow was unreachable.
+    let url = mlflow.url.clone();
+    drop(mlflow);
+    fs::write(&params, fs::read_to_string(&params).unwrap().replace("C = 0.5", "C = 0.25")).unwrap();
+    let text = fs::read_to_string(&tests).unwrap();
+    fs::write(&tests, text.replace("C\": 0.5,", "C\": 0.25,").replace("C=0.5,", "C=0.25,")).unwrap();
+    let (code, out, err) = xtask_from(&team_root, &slipway, &["ci"], &env);
+    assert_eq!(code, 0, "ci with MLflow down:\n{out}\n{err}");
+    // The URI is a secret, so the server shows as `***` where it is exactly the URI.
+    for stage in ["train", "validate", "deploy-staging"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("warning: {stage}:")) && l.contains("MLflow at *** is unreachable")),
+            "{stage} does not say MLflow was unreachable:\n{err}"
+        );
+    }
+    assert!(!err.contains(&url) && !out.contains(&url), "the tracking URI was printed:\n{err}");
+}
+
+/// `reports/run.html` of the first `ci`: strictly valid HTML5, and in headless Chromium a page
+/// of the expected size with pictures on it; it names the image the run built.
+fn run_report_renders(root: &Path, built: &serde_json::Value) {
+    let html = root.join("reports/run.html");
+    let text = fs::read_to_string(&html).expect("ci writes reports/run.html");
+    page::parses_strictly(&html);
+    for part in
+        ["Stages", "Data gate", "Validation", "Confusion matrix", "Single-row latency", "Image", "Staging deploy"]
+    {
+        assert!(text.contains(&format!(">{part}</h")), "the page has no {part} section");
+    }
+    assert!(text.contains(built["manifest_digest"].as_str().unwrap()), "the page names the image");
+    assert!(text.contains("aria-label=\"latency histogram\"") && text.contains("aria-label=\"confusion matrix\""));
+    assert!(!text.contains("<script") && !text.contains("src=\"http"), "no script, nothing fetched");
+    let png = root.join("reports/run.png");
+    let shot = page::screenshot(&html, &png);
+    assert_eq!((shot.width, shot.height), (page::WIDTH, page::HEIGHT), "the screenshot has the window's size");
+    assert!(shot.inked > 0.05, "the page rendered blank or nearly: {:.3} of it is not background", shot.inked);
+    assert!(
+        shot.coloured > 0.005 && shot.colours > 50,
+        "no pictures: {:.4} coloured, {} colours",
+        shot.coloured,
+        shot.colours
+    );
+    let record: serde_json::Value = serde_json::from_slice(&fs::read(root.join("reports/run.json")).unwrap()).unwrap();
+    assert_eq!(record["schema"], "slipway.run.v1");
+    assert!(record["stages"].as_array().unwrap().iter().all(|s| s["result"] == "ran"), "{record}");
 }
