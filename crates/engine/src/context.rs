@@ -40,6 +40,8 @@ pub struct StageContext<'a> {
     pub(crate) trace: Option<PathBuf>,
     /// Where [`StageContext::warn`] goes besides the log.
     pub(crate) reporter: &'a dyn crate::report::Reporter,
+    /// Variables in `env` that the commands do not get (see [`crate::Stage::action_secrets`]).
+    pub(crate) action_only: &'a [String],
 }
 
 /// How many lines of a failed command's output an error shows.
@@ -128,7 +130,8 @@ impl StageContext<'_> {
             }
             None => program,
         };
-        let mut cmd = sh.cmd(&program).args(&argv).env_clear().envs(&self.env);
+        let commands_env = self.env.iter().filter(|(k, _)| !self.action_only.contains(k));
+        let mut cmd = sh.cmd(&program).args(&argv).env_clear().envs(commands_env);
         for (k, v) in &command.env {
             cmd = cmd.env(k, v);
         }

@@ -244,7 +244,13 @@ fn execute(
 }
 
 /// Why a stage that could have been restored runs instead, in the words of `status`.
-fn why_it_runs(stage: &Stage, ws: &Workspace, opts: &RunOptions, resolved: &crate::plan::Resolved) -> Vec<String> {
+fn why_it_runs(
+    stage: &Stage,
+    ws: &Workspace,
+    opts: &RunOptions,
+    resolved: &crate::plan::Resolved,
+    environment: Result<(), String>,
+) -> Vec<String> {
     if opts.traces(stage).is_some() {
         return vec!["traced (--trace-inputs): a traced stage always runs".into()];
     }
@@ -254,7 +260,7 @@ fn why_it_runs(stage: &Stage, ws: &Workspace, opts: &RunOptions, resolved: &crat
     if opts.force.contains(&stage.name) {
         return vec![format!("--force {}", stage.name)];
     }
-    if let Err(why) = environment_matches(stage, ws, &resolved.fingerprint) {
+    if let Err(why) = environment {
         return vec![why];
     }
     let Some(last) = ws.last_record(&stage.name) else {
@@ -280,8 +286,10 @@ fn try_execute(
     let resolved = resolve(pipeline, stage, ws, upstream, &progress).context("cannot read the stage's inputs")?;
     let traced = opts.traces(stage);
     let use_cache = !opts.no_cache && !opts.force.contains(&stage.name) && traced.is_none();
+    // Asked once: `alive` probes a live service, which could answer differently a second time.
+    let environment = if use_cache { environment_matches(stage, ws, &resolved.fingerprint) } else { Ok(()) };
     if use_cache
-        && environment_matches(stage, ws, &resolved.fingerprint).is_ok()
+        && environment.is_ok()
         && let Some(record) = ws.store().record(&stage.name, &resolved.fingerprint)?
     {
         if let Err(why) = record.check_paths(&stage.outputs, &stage.updates) {
@@ -301,7 +309,7 @@ fn try_execute(
             Err(e) => reporter.warn(&format!("{}: cannot reuse the cached result, running instead: {e:#}", stage.name)),
         }
     }
-    *why = why_it_runs(stage, ws, opts, &resolved);
+    *why = why_it_runs(stage, ws, opts, &resolved, environment);
     reporter.running(&stage.name);
     let start = Instant::now();
     let known = ws.last_record(&stage.name).map(|r| r.outputs).unwrap_or_default();
@@ -316,6 +324,7 @@ fn try_execute(
         ran: std::sync::Mutex::new(vec![false; stage.commands.len()]),
         trace: traced,
         reporter,
+        action_only: &stage.action_only,
     };
     let ran = act(stage, &ctx).and_then(|()| {
         record_run(pipeline, stage, ws, upstream, resolved, start.elapsed(), reporter).map_err(Into::into)

@@ -84,6 +84,8 @@ pub struct Stage {
     pub(crate) alive: Option<Arc<Alive>>,
     pub(crate) role: Role,
     pub(crate) keep_failed_outputs: bool,
+    /// Variables the action reads but the stage's commands never see.
+    pub(crate) action_only: Vec<String>,
     pub(crate) ignore: Ignore,
     pub(crate) action: Option<Arc<Action>>,
 }
@@ -116,6 +118,7 @@ impl Stage {
             alive: None,
             role: Role::Step,
             keep_failed_outputs: false,
+            action_only: Vec::new(),
             ignore: crate::input::default_ignore(),
             action: None,
         }
@@ -197,6 +200,27 @@ impl Stage {
     pub fn pass_secrets<S: AsRef<str>>(mut self, names: &[S]) -> Stage {
         for n in names {
             self = self.env_as(n.as_ref(), EnvUse::PassSecret);
+        }
+        self
+    }
+
+    /// Passes the secrets `names` to the stage's own action only, without keying them: its
+    /// commands never see them (credentials for a service the action tells what the commands
+    /// did, which must not be able to change what they do).
+    pub fn action_secrets<S: AsRef<str>>(mut self, names: &[S]) -> Stage {
+        for n in names {
+            self.action_only.push(n.as_ref().to_string());
+            self = self.env_as(n.as_ref(), EnvUse::PassSecret);
+        }
+        self
+    }
+
+    /// Passes `names` to the stage's own action only, without keying them, like
+    /// [`Stage::action_secrets`] but not masked.
+    pub fn action_env<S: AsRef<str>>(mut self, names: &[S]) -> Stage {
+        for n in names {
+            self.action_only.push(n.as_ref().to_string());
+            self = self.env_as(n.as_ref(), EnvUse::Pass);
         }
         self
     }

@@ -47,6 +47,33 @@ fn a_command_sees_only_the_declared_and_ambient_environment() {
 }
 
 #[test]
+fn an_action_secret_reaches_the_action_but_not_its_commands() {
+    let mut repo = Repo::new();
+    repo.env.insert("TOLD".into(), "s3cret-token".into());
+    repo.secrets = vec!["TOLD".into()];
+    repo.env.insert("PATH".into(), std::env::var("PATH").unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let s2 = seen.clone();
+    let script = r#"echo "[$TOLD]" > out.txt"#;
+    let stage = Stage::new("told", "run a command, then tell a service")
+        .action_secrets(&["TOLD"])
+        .command(Command::new("print", "sh").args(["-c", script]))
+        .output("out.txt")
+        .run(move |ctx| {
+            ctx.run_commands()?;
+            *s2.lock().unwrap() = ctx.env().get("TOLD").cloned();
+            ctx.log_line("told with s3cret-token");
+            Ok(())
+        });
+    let run = repo.run(&one(stage));
+    assert_eq!(run.summary.exit_code(), 0, "{:?}", run.events);
+    assert_eq!(repo.read("out.txt"), "[]\n", "the command does not see it");
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("s3cret-token"), "the action does");
+    let log = repo.read(".slipway/logs/told.log");
+    assert!(!log.contains("s3cret-token") && log.contains("told with ***"), "masked: {log}");
+}
+
+#[test]
 fn a_probe_is_keyed_and_its_value_reaches_the_action() {
     let repo = Repo::new();
     repo.write("version.txt", "v1\n");
