@@ -135,7 +135,31 @@ pub async fn ready(backend: Backend, version: &str, logs: &Path) -> Result<Backe
     Ok(backend)
 }
 
+/// A port that is free now and that the kernel will not hand out meanwhile: the address is
+/// recorded before the server binds it, and a port from the ephemeral range (what `bind(0)`
+/// gives) can be taken in between as the source port of any outgoing connection. So it is
+/// drawn at random below that range, where only an explicit bind can take it; `bind(0)` is
+/// the fallback when nothing there is free.
 fn free_port() -> Result<u16> {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low = ephemeral.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
+    let (from, to) = (20_000u16, low.min(32768));
+    if to > from {
+        use std::hash::{BuildHasher, Hasher};
+        let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+        seed.write_u32(std::process::id());
+        let mut x = seed.finish() | 1;
+        for _ in 0..64 {
+            // xorshift: cheap, and a fresh RandomState seeds it differently in every call.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let port = from + (x % u64::from(to - from)) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -420,4 +444,19 @@ fn parse_addrs(s: &str) -> Option<(SocketAddr, SocketAddr)> {
 /// The state directory of an environment.
 pub fn env_dir(root: &Path, env: &str) -> PathBuf {
     root.join(engine::STATE_DIR).join("deploy").join(env)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_chosen_port_is_free_and_below_the_ephemeral_range() {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+        let low = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
+        let ports: std::collections::BTreeSet<u16> = (0..20).map(|_| super::free_port().unwrap()).collect();
+        assert!(ports.iter().all(|p| (20_000..low.min(32768)).contains(p)), "{ports:?}");
+        assert!(ports.len() > 10, "drawn at random, not the same few: {ports:?}");
+        for p in ports {
+            assert!(std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(), "{p} was free");
+        }
+    }
 }
