@@ -41,14 +41,18 @@ pub fn run(root: &Path, env: &Env, common: &Common, plan: &Plan<'_>) -> Result<u
     if plan.report {
         shown.remove("GITHUB_STEP_SUMMARY");
     }
-    let reporter: Arc<dyn engine::Reporter> = report::for_environment(&shown, common.verbose).into();
+    let shown: Arc<dyn engine::Reporter> = report::for_environment(&shown, common.verbose).into();
+    // The run report lists the run's warnings too (an MLflow that was not told, a result not
+    // cached): they are collected on their way to the screen.
+    let collected = Arc::new(crate::report::Collecting::new(shown));
+    let reporter: Arc<dyn engine::Reporter> = collected.clone();
     let mut opts = RunOptions { no_cache: common.no_cache, force: common.force.clone(), trace: None };
     if plan.trace_inputs {
         opts.trace = Some(trace_options(root, &pipeline, env)?);
     }
     let summary = runtime.block_on(engine::run(&pipeline, ws.clone(), &opts, reporter));
     if plan.report {
-        crate::report::after_run(root, env, &summary);
+        crate::report::after_run(root, env, &summary, &collected.warnings(), &|text| ws.redact(text));
     }
     let Some(trace) = &opts.trace else { return Ok(summary.exit_code()) };
     let undeclared = report_traces(&pipeline, &ws, &summary, trace)?;

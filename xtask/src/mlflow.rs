@@ -32,6 +32,9 @@ pub const MODEL_TAG: &str = "slipway.model_blake3";
 
 /// The most an answer of the server may hold.
 const MAX_ANSWER: usize = 4 << 20;
+/// The largest artifact uploaded (models are read whole), and how long an upload may take.
+const MAX_ARTIFACT: u64 = 2 << 30;
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// MLflow's own limits per `log-batch` call and per parameter value.
 const MAX_PARAMS: usize = 100;
 const MAX_PARAM_VALUE: usize = 6000;
@@ -70,16 +73,18 @@ impl Tracking {
         let shown = format!("{}://{}", base.scheme(), base.host_str().unwrap_or_default())
             + &base.port().map(|p| format!(":{p}")).unwrap_or_default();
         let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        // In the URL, user and password are percent-encoded (`p%40ss` is `p@ss`).
         let user =
-            var("MLFLOW_TRACKING_USERNAME").or_else(|| Some(base.username().to_string()).filter(|u| !u.is_empty()));
-        let password = var("MLFLOW_TRACKING_PASSWORD").or_else(|| base.password().map(str::to_string));
-        let auth = match (var("MLFLOW_TRACKING_TOKEN"), user) {
-            (Some(token), _) => Some(format!("Bearer {token}")),
-            (None, Some(user)) => {
+            var("MLFLOW_TRACKING_USERNAME").or_else(|| Some(percent_decode(base.username())).filter(|u| !u.is_empty()));
+        let password = var("MLFLOW_TRACKING_PASSWORD").or_else(|| base.password().map(percent_decode));
+        // As MLflow's own client: user and password first, else the token.
+        let auth = match (user, var("MLFLOW_TRACKING_TOKEN")) {
+            (Some(user), _) => {
                 use base64::Engine as _;
                 let pair = format!("{user}:{}", password.unwrap_or_default());
                 Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
             }
+            (None, Some(token)) => Some(format!("Bearer {token}")),
             (None, None) => None,
         };
         let _ = base.set_username("");
@@ -119,7 +124,8 @@ impl Tracking {
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
             let code = value["error_code"].as_str().unwrap_or("no error code");
-            let message: String = value["message"].as_str().unwrap_or("").chars().take(300).collect();
+            let message: String =
+                value["message"].as_str().unwrap_or("").chars().filter(|c| !c.is_control()).take(300).collect();
             bail!("MLflow at {} refused {method} {path}: HTTP {} {code}: {message}", self.shown, status.as_u16());
         }
         Ok(value)
@@ -161,36 +167,46 @@ impl Tracking {
         let created = self
             .post(
                 "api/2.0/mlflow/runs/create",
-                json!({ "experiment_id": experiment, "start_time": t.started_ms, "run_name": format!("train {}", &t.model[..12]), "tags": tags }),
+                json!({ "experiment_id": experiment, "start_time": t.started_ms, "run_name": format!("train {}", short(t.model)), "tags": tags }),
             )
             .await?;
         let run = run_of(&created["run"]["info"])
             .with_context(|| format!("MLflow at {} created a run it did not describe", self.shown))?;
+        let logged = self.fill(&run, t).await;
+        let status = if logged.is_ok() { "FINISHED" } else { "FAILED" };
+        let ended = self
+            .post("api/2.0/mlflow/runs/update", json!({"run_id": run.id, "status": status, "end_time": now_ms()}))
+            .await;
+        logged.and(ended).map(|_| run)
+    }
+
+    /// Everything a training run holds. The caller then ends it FINISHED, or FAILED when this
+    /// did not get through, so that a later validation never adopts a half-logged run.
+    async fn fill(&self, run: &Run, t: &Training<'_>) -> Result<()> {
+        artifact_root(run)?;
         let params: Vec<Value> = t
             .params
             .iter()
             .map(|(k, v)| {
                 let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-                json!({"key": k, "value": v.chars().take(MAX_PARAM_VALUE).collect::<String>()})
+                json!({"key": key(k), "value": v.chars().take(MAX_PARAM_VALUE).collect::<String>()})
             })
             .collect();
         for chunk in params.chunks(MAX_PARAMS) {
             self.post("api/2.0/mlflow/runs/log-batch", json!({"run_id": run.id, "params": chunk})).await?;
         }
-        self.log_metrics(&run, t.metrics, t.started_ms).await?;
+        self.log_metrics(run, t.metrics, t.started_ms).await?;
         for (name, path) in t.artifacts {
-            self.upload(&run, name, path).await?;
+            self.upload(run, name, path).await?;
         }
-        self.post("api/2.0/mlflow/runs/update", json!({"run_id": run.id, "status": "FINISHED", "end_time": now_ms()}))
-            .await?;
-        Ok(run)
+        Ok(())
     }
 
     async fn log_metrics(&self, run: &Run, metrics: &[(String, f64)], at_ms: u64) -> Result<()> {
         let metrics: Vec<Value> = metrics
             .iter()
             .filter(|(_, v)| v.is_finite())
-            .map(|(k, v)| json!({"key": k, "value": v, "timestamp": at_ms, "step": 0}))
+            .map(|(k, v)| json!({"key": key(k), "value": v, "timestamp": at_ms, "step": 0}))
             .collect();
         for chunk in metrics.chunks(1000) {
             self.post("api/2.0/mlflow/runs/log-batch", json!({"run_id": run.id, "metrics": chunk})).await?;
@@ -200,19 +216,19 @@ impl Tracking {
 
     /// Puts a file among the run's artifacts, through the server's artifact proxy.
     async fn upload(&self, run: &Run, name: &str, path: &Path) -> Result<()> {
-        let Some(rest) = run.artifact_uri.strip_prefix("mlflow-artifacts:/") else {
+        let rest = artifact_root(run)?;
+        let size = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
+        if size > MAX_ARTIFACT {
             bail!(
-                "the run's artifacts go to `{}`, which Slipway cannot write; start the server with artifact proxying (the default, `--serve-artifacts`)",
-                run.artifact_uri.split(':').next().unwrap_or_default()
+                "{} is {} MiB, over the {} MiB Slipway uploads to MLflow",
+                path.display(),
+                size >> 20,
+                MAX_ARTIFACT >> 20
             );
-        };
-        let plain_segment = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains(['\\', '?', '#', '%']);
-        if !rest.split('/').chain(name.split('/')).all(plain_segment) {
-            bail!("MLflow at {} gave an artifact location Slipway will not write to: {rest:?}", self.shown);
         }
         let bytes = tokio::fs::read(path).await.with_context(|| format!("cannot read {}", path.display()))?;
         let url = self.base.join(&format!("api/2.0/mlflow-artifacts/artifacts/{rest}/{name}"))?;
-        let mut request = self.client.put(url).body(bytes);
+        let mut request = self.client.put(url).timeout(UPLOAD_TIMEOUT).body(bytes);
         if let Some(auth) = &self.auth {
             request = request.header(reqwest::header::AUTHORIZATION, auth);
         }
@@ -242,7 +258,7 @@ impl Tracking {
     /// version of the registered model (once: a version for the run is reused). Returns it.
     pub async fn register(&self, model: &str, report: &Path, metrics: &[(String, f64)]) -> Result<String> {
         let run = self.run_of_model(model).await?.ok_or_else(|| {
-            anyhow!("MLflow at {} has no run of model {} (it was trained while MLflow was not set or not reachable); run `cargo xtask ci --force train` to log one", self.shown, &model[..12])
+            anyhow!("MLflow at {} has no run of model {} (it was trained while MLflow was not set or not reachable); run `cargo xtask ci --force train` to log one", self.shown, short(model))
         })?;
         self.upload(&run, "validation/validation_report.json", report).await?;
         self.log_metrics(&run, metrics, now_ms()).await?;
@@ -277,7 +293,7 @@ impl Tracking {
     /// Points `alias` (an environment) at the version of `model`; returns the version.
     pub async fn set_alias(&self, alias: &str, model: &str) -> Result<String> {
         let version = self.version_of(model).await?.ok_or_else(|| {
-            anyhow!("MLflow at {} has no version of model {} in {:?}: it was validated while MLflow was not set or not reachable", self.shown, &model[..model.len().min(12)], self.config.model)
+            anyhow!("MLflow at {} has no version of model {} in {:?}: it was validated while MLflow was not set or not reachable", self.shown, short(model), self.config.model)
         })?;
         self.post(
             "api/2.0/mlflow/registered-models/alias",
@@ -308,6 +324,71 @@ fn id(value: &Value) -> Result<String> {
     };
     let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok { Ok(s) } else { bail!("an id that is not plain: {:?}", s.chars().take(70).collect::<String>()) }
+}
+
+/// Where a run's artifacts go through the server's proxy: `EXPERIMENT/RUN/artifacts`, each part
+/// plain, so nothing in an answer can steer an upload elsewhere on the server.
+fn artifact_root(run: &Run) -> Result<String> {
+    let Some(rest) = run.artifact_uri.strip_prefix("mlflow-artifacts:/") else {
+        let scheme: String = run
+            .artifact_uri
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(20)
+            .collect();
+        bail!(
+            "the run's artifacts go to `{scheme}:`, which Slipway cannot write; start the server with artifact proxying (the default, `--serve-artifacts`)"
+        );
+    };
+    let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    let plain = |s: &str| {
+        !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    match parts.as_slice() {
+        [experiment, id, "artifacts"] if plain(experiment) && *id == run.id => {
+            Ok(format!("{experiment}/{id}/artifacts"))
+        }
+        _ => bail!("MLflow gave run {} an artifact location Slipway will not write to", run.id),
+    }
+}
+
+/// A metric or parameter key as MLflow takes it: letters, digits and `_-. :/`, at most 250.
+fn key(k: &str) -> String {
+    let clean: String = k
+        .chars()
+        .map(|c| if c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | ':' | '/') { c } else { '_' })
+        .take(250)
+        .collect();
+    if clean.is_empty() { "_".into() } else { clean }
+}
+
+/// The first 12 characters, for messages.
+fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
+}
+
+/// `%XX` sequences decoded; what does not decode stays as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn run_of(info: &Value) -> Option<Run> {
@@ -358,7 +439,12 @@ pub fn with_tracking<T>(
     config: &MlflowConfig,
     f: impl AsyncFnOnce(&Tracking) -> Result<T>,
 ) -> Result<Option<(String, T)>> {
-    let Some(tracking) = Tracking::from_env(env, config)? else { return Ok(None) };
+    let Some(tracking) = Tracking::from_env(env, config)? else {
+        if config.required {
+            bail!("[mlflow] required = true, but {URI_VAR} is not set; set it, or make MLflow optional");
+        }
+        return Ok(None);
+    };
     let value = match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle.block_on(f(&tracking))?,
         Err(_) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f(&tracking))?,
@@ -420,7 +506,7 @@ pub fn after_training(
             artifacts: &artifacts,
         };
         let run = t.log_training(&training).await?;
-        Ok(format!("logged run {} for model {}", run.id, &model[..12]))
+        Ok(format!("logged run {} for model {}", run.id, short(&model)))
     });
     settle(ctx, config, "MLflow was not told of this training", result)
 }
@@ -443,7 +529,7 @@ pub fn after_validation(
         ];
         metrics.extend(report.per_class_recall.iter().map(|(k, v)| (format!("validation.recall.{k}"), *v)));
         let version = t.register(&model, &root.join(VALIDATION_REPORT), &metrics).await?;
-        Ok(format!("model {} is version {version} of {:?}", &model[..12], config.model))
+        Ok(format!("model {} is version {version} of {:?}", short(&model), config.model))
     });
     settle(ctx, config, "MLflow has no version of this model", result)
 }
@@ -464,13 +550,28 @@ pub fn follow(env: &Env, config: &MlflowConfig, target: &str, model: &str) -> Re
             Ok(format!("alias {target} → version {version} of {:?}", config.model))
         }),
     };
+    // Printed outside any stage, so masked here: a URI without credentials is shown whole.
     match result {
-        Ok(told) => Ok(told.map(|(server, done)| Ok(format!("MLflow at {server}: {done}")))),
-        Err(e) if config.required => {
-            Err(e.context("the MLflow alias did not follow the release ([mlflow] required = true)"))
-        }
-        Err(e) => Ok(Some(Err(format!("the MLflow alias {target} did not move: {e:#}")))),
+        Ok(told) => Ok(told.map(|(server, done)| Ok(redact(env, &format!("MLflow at {server}: {done}"))))),
+        Err(e) if config.required => Err(anyhow!(
+            "{}",
+            redact(env, &format!("{e:#}; the MLflow alias did not follow the release ([mlflow] required = true)"))
+        )),
+        Err(e) => Ok(Some(Err(redact(env, &format!("the MLflow alias {target} did not move: {e:#}"))))),
     }
+}
+
+/// `text` with the value of every MLflow variable that is set replaced by `***`.
+fn redact(env: &Env, text: &str) -> String {
+    let mut out = text.to_string();
+    let mut values: Vec<&str> =
+        VARS.iter().filter_map(|v| env.get(*v)).map(|v| v.trim()).filter(|v| !v.is_empty()).collect();
+    // Longest first, so that a value that contains another is masked whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for v in values {
+        out = out.replace(v, "***");
+    }
+    out
 }
 
 #[cfg(test)]

@@ -112,20 +112,27 @@ fn say() -> Box<dyn Fn(&str) + Send + Sync> {
 /// Prints what the ledger recorded; MLflow's alias of each environment follows what went live.
 fn finish(root: &Path, env: &Env, report: &Report) -> Result<u8> {
     let mlflow = config::load(root)?.mlflow;
+    let mut required = None;
     for e in &report.events {
         eprintln!("recorded #{}: {:?} of {} on {}: {:?}", e.seq, e.kind, e.release.version, e.env, e.outcome);
         for c in e.smoke.iter().filter(|c| !c.passed) {
             eprintln!("  FAIL {}: {}", c.name, c.detail);
         }
         if e.outcome == deploy::Outcome::Live {
-            match crate::mlflow::follow(env, &mlflow, &e.env, &e.release.model_digest)? {
-                Some(Ok(done)) => eprintln!("{done}"),
-                Some(Err(warning)) => eprintln!("warning: {warning}"),
-                None => {}
+            // What went live stays live; a required MLflow that was not told fails the command
+            // once every event is printed.
+            match crate::mlflow::follow(env, &mlflow, &e.env, &e.release.model_digest) {
+                Ok(Some(Ok(done))) => eprintln!("{done}"),
+                Ok(Some(Err(warning))) => eprintln!("warning: {warning}"),
+                Ok(None) => {}
+                Err(e) => required = Some(e),
             }
         }
     }
-    Ok(report.exit_code)
+    match required {
+        Some(e) => Err(e),
+        None => Ok(report.exit_code),
+    }
 }
 
 /// `cargo xtask deploy ENV`.

@@ -27,6 +27,9 @@ const MAX_FILE: u64 = 32 << 20;
 /// The most stages a run record may hold, and "why" lines per stage.
 const MAX_STAGES: usize = 256;
 const MAX_WHY: usize = 32;
+/// The most warnings a run record keeps, and the longest.
+const MAX_WARNINGS: usize = 100;
+const MAX_WARNING: usize = 2000;
 
 /// What a run did, stage by stage, as `reports/run.json` keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -42,6 +45,9 @@ pub struct RunRecord {
     pub exit_code: u8,
     /// The stages, in pipeline order.
     pub stages: Vec<StageRow>,
+    /// What the run warned of without failing (an MLflow that was not told, a result not cached).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One stage of a run.
@@ -67,7 +73,7 @@ const RESULTS: [&str; 6] = ["ran", "cached", "restored", "rejected", "failed", "
 
 impl RunRecord {
     /// The record of `summary`, ended now.
-    pub fn of(summary: &engine::RunSummary, commit: Option<String>) -> RunRecord {
+    pub fn of(summary: &engine::RunSummary, commit: Option<String>, warnings: &[String]) -> RunRecord {
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let stages = summary
             .stages
@@ -92,6 +98,7 @@ impl RunRecord {
             commit,
             exit_code: summary.exit_code(),
             stages,
+            warnings: warnings.iter().take(MAX_WARNINGS).map(|w| clip(w, MAX_WARNING)).collect(),
         }
     }
 
@@ -115,7 +122,15 @@ impl RunRecord {
                 return Err(format!("stage `{}` gives more than {MAX_WHY} reasons", s.stage.escape_debug()));
             }
         }
+        if self.warnings.len() > MAX_WARNINGS {
+            return Err(format!("more than {MAX_WARNINGS} warnings"));
+        }
         Ok(())
+    }
+
+    /// The result of `stage` in this run: `None` when the run did not include it.
+    fn result_of(&self, stage: &str) -> Option<&str> {
+        self.stages.iter().find(|s| s.stage == stage).map(|s| s.result.as_str())
     }
 
     /// How many stages ended with `result`.
@@ -166,7 +181,7 @@ pub struct Facts {
 
 impl Facts {
     /// Reads what the stages of `run` left in `root`, and staging's latest ledger entry.
-    pub fn gather(root: &Path, env: &Env, run: RunRecord) -> Facts {
+    pub fn gather(root: &Path, env: &Env, run: RunRecord, redact: &dyn Fn(&str) -> String) -> Facts {
         let data = read_json(root, DATA_REPORT).and_then(|r: gate::DataReport| {
             (r.schema == gate::data_check::DATA_REPORT_SCHEMA)
                 .then_some(r)
@@ -178,7 +193,7 @@ impl Facts {
                 .ok_or_else(|| format!("{VALIDATION_REPORT}: not a report of this version"))
         });
         let image = read_json(root, IMAGE_RECORD);
-        let deploy = staging_event(root, env);
+        let deploy = staging_event(root, env).map_err(|e| redact(&e));
         Facts { run, data, validation, image, deploy }
     }
 }
@@ -215,15 +230,67 @@ fn staging_event(root: &Path, env: &Env) -> Result<deploy::ledger::Event, String
 
 /// After a `ci` run: writes `reports/run.json` and `reports/run.html`, and in GitHub Actions
 /// the step summary. A report that cannot be written is a warning: the run's verdict stands.
-pub fn after_run(root: &Path, env: &Env, summary: &engine::RunSummary) {
+pub fn after_run(
+    root: &Path,
+    env: &Env,
+    summary: &engine::RunSummary,
+    warnings: &[String],
+    redact: &dyn Fn(&str) -> String,
+) {
     let commit = git_commit(root, env);
-    let run = RunRecord::of(summary, commit);
-    match write(root, env, run) {
-        Ok(facts) => {
-            eprintln!("report: {RUN_REPORT}");
-            crate::validate::append_step_summary(env, &markdown::page(&facts));
-        }
+    let run = RunRecord::of(summary, commit, warnings);
+    let facts = Facts::gather(root, env, run, redact);
+    // The step summary goes out even when the page cannot be written.
+    crate::validate::append_step_summary(env, &redact(&markdown::page(&facts)));
+    match write(root, &facts, redact) {
+        Ok(()) => eprintln!("report: {RUN_REPORT}"),
         Err(e) => eprintln!("warning: the run report was not written: {e:#}"),
+    }
+}
+
+/// A reporter that passes everything on and keeps the warnings, for the run report.
+pub struct Collecting {
+    inner: std::sync::Arc<dyn engine::Reporter>,
+    warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl Collecting {
+    pub fn new(inner: std::sync::Arc<dyn engine::Reporter>) -> Collecting {
+        Collecting { inner, warnings: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// The warnings so far (already masked by the engine), at most [`MAX_WARNINGS`].
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl engine::Reporter for Collecting {
+    fn stage_started(&self, stage: &str, about: &str) {
+        self.inner.stage_started(stage, about);
+    }
+    fn hashing(&self, stage: &str, bytes: u64) {
+        self.inner.hashing(stage, bytes);
+    }
+    fn running(&self, stage: &str) {
+        self.inner.running(stage);
+    }
+    fn stage_finished(&self, report: &engine::StageReport, log: &str) {
+        self.inner.stage_finished(report, log);
+    }
+    fn secret(&self, value: &str) {
+        self.inner.secret(value);
+    }
+    fn warn(&self, message: &str) {
+        let mut kept = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < MAX_WARNINGS {
+            kept.push(clip(message, MAX_WARNING));
+        }
+        drop(kept);
+        self.inner.warn(message);
+    }
+    fn finished(&self, summary: &engine::RunSummary) {
+        self.inner.finished(summary);
     }
 }
 
@@ -235,23 +302,27 @@ pub fn rebuild(root: &Path, env: &Env) -> Result<u8> {
     if let Err(why) = run.check() {
         bail!("{RUN_RECORD}: {why}; run `cargo xtask ci` again to record a new one");
     }
-    write_page(root, &Facts::gather(root, env, run))?;
+    // Whatever a stage of this pipeline declares secret is masked on the page, as in a run.
+    let pipeline = crate::pipeline::pipeline(&crate::root::program_root(env, root)?, root)?;
+    let ws = engine::Workspace::new(root, env.clone()).with_secrets(&pipeline.secrets());
+    let redact = |text: &str| ws.redact(text);
+    write_page(root, &Facts::gather(root, env, run, &redact), &redact)?;
     println!("{RUN_REPORT}");
     Ok(0)
 }
 
-fn write(root: &Path, env: &Env, run: RunRecord) -> Result<Facts> {
-    let mut json = serde_json::to_vec_pretty(&run)?;
+fn write(root: &Path, facts: &Facts, redact: &dyn Fn(&str) -> String) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(&facts.run)?;
     json.push(b'\n');
     std::fs::create_dir_all(root.join("reports")).context("cannot create reports/")?;
-    engine::write_atomic(&root.join(RUN_RECORD), &json).with_context(|| format!("cannot write {RUN_RECORD}"))?;
-    let facts = Facts::gather(root, env, run);
-    write_page(root, &facts)?;
-    Ok(facts)
+    let json = redact(&String::from_utf8_lossy(&json));
+    engine::write_atomic(&root.join(RUN_RECORD), json.as_bytes())
+        .with_context(|| format!("cannot write {RUN_RECORD}"))?;
+    write_page(root, facts, redact)
 }
 
-fn write_page(root: &Path, facts: &Facts) -> Result<()> {
-    engine::write_atomic(&root.join(RUN_REPORT), html::page(facts).as_bytes())
+fn write_page(root: &Path, facts: &Facts, redact: &dyn Fn(&str) -> String) -> Result<()> {
+    engine::write_atomic(&root.join(RUN_REPORT), redact(&html::page(facts)).as_bytes())
         .with_context(|| format!("cannot write {RUN_REPORT}"))
 }
 

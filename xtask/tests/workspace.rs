@@ -463,14 +463,31 @@ fn a_repository_of_its_own_ships_with_slipway_beside_it() {
     let text = run(&["trace", "v1"]);
     assert!(text.contains("rollback to production: live"), "{text}");
 
-    // With MLflow down, a new training still ships, and the run says MLflow was unreachable.
+    // New data (one training row fewer, tracked and pushed as a team would) and, with MLflow
+    // down, a new training: it still ships, the run says MLflow was unreachable, and the new
+    // image's provenance names the new data.
     let url = mlflow.url.clone();
     drop(mlflow);
-    fs::write(&params, fs::read_to_string(&params).unwrap().replace("C = 0.5", "C = 0.25")).unwrap();
-    let text = fs::read_to_string(&tests).unwrap();
-    fs::write(&tests, text.replace("C\": 0.5,", "C\": 0.25,").replace("C=0.5,", "C=0.25,")).unwrap();
+    let train_csv = team_root.join("data/train.csv");
+    let rows = fs::read_to_string(&train_csv).unwrap();
+    fs::write(&train_csv, &rows[..rows.trim_end().rfind('\n').unwrap() + 1]).unwrap();
+    run(&["add", "data"]);
+    run(&["push"]);
     let (code, out, err) = xtask_from(&team_root, &slipway, &["ci"], &env);
     assert_eq!(code, 0, "ci with MLflow down:\n{out}\n{err}");
+    let data_md5 = |statement: &serde_json::Value| {
+        let deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap().clone();
+        deps.iter()
+            .find(|d| d["name"] == "data")
+            .map(|d| d["digest"]["md5"].clone())
+            .expect("the data among the materials")
+    };
+    let again: serde_json::Value =
+        serde_json::from_slice(&fs::read(team_root.join("dist/image/provenance.intoto.json")).unwrap()).unwrap();
+    let pointer = fs::read_to_string(team_root.join("data.dvc")).unwrap();
+    assert_ne!(data_md5(&again), data_md5(&provenance), "new data, new materials");
+    let md5 = data_md5(&again);
+    assert!(pointer.contains(&format!("md5: {}.dir", md5.as_str().unwrap())), "{md5} is not data.dvc's:\n{pointer}");
     // The URI is a secret, so the server shows as `***` where it is exactly the URI.
     for stage in ["train", "validate", "deploy-staging"] {
         assert!(

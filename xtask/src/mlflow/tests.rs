@@ -106,6 +106,9 @@ fn an_unreachable_server_is_a_warning_without_credentials_unless_required() {
     config.required = true;
     let failed = format!("{:#}", follow(&env, &config, "production", &model("a")).unwrap_err());
     assert!(failed.contains("required = true") && !failed.contains("s3cret"), "{failed}");
+    let unset = follow(&env_of(&[]), &config, "production", &model("a")).unwrap_err().to_string();
+    assert!(unset.contains("required = true, but MLFLOW_TRACKING_URI is not set"), "{unset}");
+    config.required = false;
     assert!(follow(&env_of(&[]), &config, "production", &model("a")).unwrap().is_none(), "unset: nothing to tell");
 }
 

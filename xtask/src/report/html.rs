@@ -24,6 +24,7 @@ code{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
 .cached{background:#6e7781}.restored{background:#0969da}.skipped{background:#8c959f}
 .missing{color:#6e7781;font-style:italic}.why{margin:0;padding-left:18px;font-size:12px;color:#57606a}
 svg text{font:12px system-ui,sans-serif;fill:#1f2328}
+.pic{overflow-x:auto}.stale{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:6px 10px}
 ";
 
 /// Escapes text for HTML content and attribute values.
@@ -37,6 +38,9 @@ pub fn esc(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{FFFD}'),
+            // Noncharacters (U+FDD0–U+FDEF, and U+xFFFE / U+xFFFF in every plane) are parse
+            // errors in HTML.
+            c if ('\u{FDD0}'..='\u{FDEF}').contains(&c) || (c as u32 & 0xFFFE) == 0xFFFE => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
@@ -76,13 +80,44 @@ pub fn page(facts: &Facts) -> String {
         esc(&crate::lineage::when(run.finished_at)),
         run.commit.as_ref().map(|c| format!(" · commit <code>{}</code>", esc(c))).unwrap_or_default()
     );
+    warnings(&mut s, run);
     timeline(&mut s, run);
     data(&mut s, facts);
     validation(&mut s, facts);
-    image(&mut s, &facts.image);
-    staging(&mut s, &facts.deploy);
+    image(&mut s, &facts.image, run);
+    staging(&mut s, &facts.deploy, facts.image.as_ref().ok());
     s.push_str("</main>\n</body>\n</html>\n");
     s
+}
+
+/// What the run warned of, first: a green page must not hide them.
+fn warnings(s: &mut String, run: &RunRecord) {
+    if run.warnings.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "<section><h2>Warnings</h2><ul>");
+    for w in &run.warnings {
+        let _ = writeln!(s, "<li>{}</li>", text(w, 2000));
+    }
+    s.push_str("</ul></section>\n");
+}
+
+/// Under a section's heading: said when the stage that writes its file did not succeed in this
+/// run, so the file may be an earlier run's.
+fn provenance_note(s: &mut String, run: &RunRecord, stage: &str) {
+    let note = match run.result_of(stage) {
+        Some("ran" | "cached" | "restored") => return,
+        Some(result) => format!("`{stage}` {result} in this run: what follows may be from an earlier run."),
+        None => format!("This run did not include `{stage}`: what follows is from an earlier run."),
+    };
+    let _ = writeln!(s, "<p class=\"stale\">{}</p>", esc(&note));
+}
+
+/// Says how many rows a table left out.
+fn more(s: &mut String, total: usize, shown: usize, columns: usize) {
+    if total > shown {
+        let _ = writeln!(s, "<tr><td colspan=\"{columns}\" class=\"missing\">and {} more</td></tr>", total - shown);
+    }
 }
 
 fn missing(s: &mut String, why: &str) {
@@ -97,11 +132,11 @@ fn badge(pass: bool) -> &'static str {
 fn timeline(s: &mut String, run: &RunRecord) {
     s.push_str("<section><h2>Stages</h2>\n");
     let end = run.stages.iter().map(|r| r.started_ms.saturating_add(r.elapsed_ms)).max().unwrap_or(0).max(1);
-    let (label, width, row) = (150.0, 760.0, 24.0);
+    let (label, width, row) = (150.0, 680.0, 24.0);
     let height = row * run.stages.len() as f64 + 30.0;
     let _ = writeln!(
         s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" viewBox=\"0 0 {w} {height}\" role=\"img\" aria-label=\"stage timeline\">",
+        "<div class=\"pic\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" viewBox=\"0 0 {w} {height}\" role=\"img\" aria-label=\"stage timeline\">",
         w = label + width + 80.0
     );
     for (i, r) in run.stages.iter().enumerate() {
@@ -135,7 +170,7 @@ fn timeline(s: &mut String, run: &RunRecord) {
     let axis = row * run.stages.len() as f64 + 6.0;
     let _ = writeln!(
         s,
-        "<line x1=\"{label}\" y1=\"{axis}\" x2=\"{x2}\" y2=\"{axis}\" stroke=\"#8c959f\"/><text x=\"{label}\" y=\"{ty}\">0 s</text><text x=\"{x2}\" y=\"{ty}\" text-anchor=\"end\">{total}</text></svg>",
+        "<line x1=\"{label}\" y1=\"{axis}\" x2=\"{x2}\" y2=\"{axis}\" stroke=\"#8c959f\"/><text x=\"{label}\" y=\"{ty}\">0 s</text><text x=\"{x2}\" y=\"{ty}\" text-anchor=\"end\">{total}</text></svg></div>",
         x2 = label + width,
         ty = axis + 16.0,
         total = esc(&duration(end))
@@ -169,6 +204,7 @@ fn timeline(s: &mut String, run: &RunRecord) {
 /// The data gate: its checks, each file's rows and classes, and what it found.
 fn data(s: &mut String, facts: &Facts) {
     s.push_str("<section><h2>Data gate</h2>\n");
+    provenance_note(s, &facts.run, "check-data");
     let report = match &facts.data {
         Ok(r) => r,
         Err(why) => return end_missing(s, why),
@@ -206,9 +242,11 @@ fn end_missing(s: &mut String, why: &str) {
 
 fn checks<'a>(s: &mut String, checks: impl Iterator<Item = (&'a str, bool)>) {
     s.push_str("<table><tr><th>check</th><th>result</th></tr>\n");
-    for (name, pass) in checks.take(MAX_ROWS) {
-        let _ = writeln!(s, "<tr><td>{}</td><td>{}</td></tr>", text(name, 80), badge(pass));
+    let all: Vec<(&str, bool)> = checks.collect();
+    for (name, pass) in all.iter().take(MAX_ROWS) {
+        let _ = writeln!(s, "<tr><td>{}</td><td>{}</td></tr>", text(name, 80), badge(*pass));
     }
+    more(s, all.len(), MAX_ROWS, 2);
     s.push_str("</table>\n");
 }
 
@@ -230,6 +268,7 @@ fn errors(s: &mut String, errors: &[String]) {
 /// latency histogram and the comparison with production.
 fn validation(s: &mut String, facts: &Facts) {
     s.push_str("<section><h2>Validation</h2>\n");
+    provenance_note(s, &facts.run, "validate");
     let report = match &facts.validation {
         Ok(r) => r,
         Err(why) => return end_missing(s, why),
@@ -270,6 +309,7 @@ fn validation(s: &mut String, facts: &Facts) {
                     m.support
                 );
             }
+            more(s, c.per_class.len(), MAX_ROWS, 5);
             s.push_str("</table>\n<h3>Confusion matrix</h3>\n");
             confusion(s, &c.confusion);
         }
@@ -306,7 +346,7 @@ fn confusion(s: &mut String, m: &std::collections::BTreeMap<String, std::collect
     let (w, h) = (left + size + 20.0, top + size + 30.0);
     let _ = writeln!(
         s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"confusion matrix\">"
+        "<div class=\"pic\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"confusion matrix\">"
     );
     let _ = writeln!(s, "<text x=\"{}\" y=\"14\" text-anchor=\"middle\">predicted</text>", left + size / 2.0);
     let _ = writeln!(s, "<text x=\"10\" y=\"{}\">true</text>", top + size + 20.0);
@@ -316,7 +356,7 @@ fn confusion(s: &mut String, m: &std::collections::BTreeMap<String, std::collect
     }
     for (i, t) in labels.iter().enumerate() {
         let row = &m[*t];
-        let total: usize = row.values().sum();
+        let total = row.values().fold(0usize, |a, n| a.saturating_add(*n));
         let y = top + cell * i as f64;
         let _ = writeln!(
             s,
@@ -342,7 +382,7 @@ fn confusion(s: &mut String, m: &std::collections::BTreeMap<String, std::collect
             );
         }
     }
-    s.push_str("</svg>\n");
+    s.push_str("</svg></div>\n<p class=\"missing\">Each row is a true class; the darker a cell, the larger its share of that row.</p>\n");
 }
 
 /// The histogram of single-row latencies on a logarithmic axis, with p50, p95, p99 and the
@@ -356,6 +396,7 @@ fn latency(s: &mut String, l: &gate::metrics::Latency, threshold: f64) {
     let usable = |h: &&gate::metrics::Histogram| {
         h.counts.len() + 1 == h.edges_ms.len()
             && !h.counts.is_empty()
+            && h.counts.len() <= gate::metrics::HISTOGRAM_BINS
             && h.edges_ms.iter().all(|e| e.is_finite() && *e >= 0.0)
             && h.edges_ms.windows(2).all(|w| w[0] < w[1])
     };
@@ -366,13 +407,20 @@ fn latency(s: &mut String, l: &gate::metrics::Latency, threshold: f64) {
     // Positions on a log axis; an edge at 0 ms sits where the first bin would start.
     let floor = h.edges_ms.iter().copied().find(|e| *e > 0.0).unwrap_or(1e-6) / 2.0;
     let log = |ms: f64| ms.max(floor).ln();
-    let (lo, hi) = (log(h.edges_ms[0]), log(h.edges_ms[h.edges_ms.len() - 1]));
+    // The axis reaches the limit when it lies beyond the slowest sample: the headroom shows.
+    let last_edge = h.edges_ms[h.edges_ms.len() - 1];
+    let axis_end = if threshold.is_finite() && threshold > last_edge && threshold < last_edge * 1e6 {
+        threshold
+    } else {
+        last_edge
+    };
+    let (lo, hi) = (log(h.edges_ms[0]), log(axis_end));
     let x_of = |ms: f64| left + width * (log(ms) - lo) / (hi - lo).max(1e-9);
     let peak = h.counts.iter().copied().max().unwrap_or(0).max(1) as f64;
     let (w, full) = (left + width + 60.0, top + height + 40.0);
     let _ = writeln!(
         s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{full}\" viewBox=\"0 0 {w} {full}\" role=\"img\" aria-label=\"latency histogram\">"
+        "<div class=\"pic\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{full}\" viewBox=\"0 0 {w} {full}\" role=\"img\" aria-label=\"latency histogram\">"
     );
     for (i, &n) in h.counts.iter().enumerate() {
         let (from, to) = (h.edges_ms[i], h.edges_ms[i + 1]);
@@ -392,7 +440,7 @@ fn latency(s: &mut String, l: &gate::metrics::Latency, threshold: f64) {
         ("limit", threshold, "#000000"),
     ];
     for (k, (name, ms, ink)) in marks.into_iter().enumerate() {
-        let inside = ms.is_finite() && ms >= h.edges_ms[0] && ms <= h.edges_ms[h.edges_ms.len() - 1];
+        let inside = ms.is_finite() && ms >= h.edges_ms[0] && ms <= axis_end;
         if !inside {
             continue;
         }
@@ -410,7 +458,7 @@ fn latency(s: &mut String, l: &gate::metrics::Latency, threshold: f64) {
     let _ =
         writeln!(s, "<line x1=\"{left}\" y1=\"{base}\" x2=\"{:.1}\" y2=\"{base}\" stroke=\"#8c959f\"/>", left + width);
     // Ticks at the powers of ten inside the range, and the two ends.
-    let (first, last) = (h.edges_ms[0], h.edges_ms[h.edges_ms.len() - 1]);
+    let (first, last) = (h.edges_ms[0], axis_end);
     let mut ticks = vec![first.max(floor), last];
     let mut decade = 10f64.powf(floor.log10().ceil());
     while decade < last && ticks.len() < 16 {
@@ -429,7 +477,7 @@ fn latency(s: &mut String, l: &gate::metrics::Latency, threshold: f64) {
             tick(t)
         );
     }
-    let _ = writeln!(s, "<text x=\"{left}\" y=\"{:.1}\">milliseconds, logarithmic</text></svg>", base + 34.0);
+    let _ = writeln!(s, "<text x=\"{left}\" y=\"{:.1}\">milliseconds, logarithmic</text></svg></div>", base + 34.0);
 }
 
 /// A tick label: as many decimals as a small number needs.
@@ -443,8 +491,9 @@ fn tick(ms: f64) -> String {
 }
 
 /// The image: digests, tags and layers, with each layer's share of the size.
-fn image(s: &mut String, image: &Result<ImageFacts, String>) {
+fn image(s: &mut String, image: &Result<ImageFacts, String>, run: &RunRecord) {
     s.push_str("<section><h2>Image</h2>\n");
+    provenance_note(s, run, "image");
     let i = match image {
         Ok(i) => i,
         Err(why) => return end_missing(s, why),
@@ -458,7 +507,7 @@ fn image(s: &mut String, image: &Result<ImageFacts, String>) {
         esc(&tags.join(", ")),
         i.pushed.as_deref().map_or("no registry configured".to_string(), |p| text(p, 300))
     );
-    let total: u64 = i.layers.iter().map(|l| l.size).sum::<u64>().max(1);
+    let total = i.layers.iter().fold(0u64, |a, l| a.saturating_add(l.size)).max(1);
     let palette = ["#0969da", "#1a7f37", "#8250df", "#bf8700", "#cf222e", "#57606a"];
     s.push_str("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"28\" viewBox=\"0 0 760 28\" role=\"img\" aria-label=\"layer sizes\">");
     let mut x = 0.0;
@@ -483,6 +532,7 @@ fn image(s: &mut String, image: &Result<ImageFacts, String>) {
             esc(&bytes(l.size))
         );
     }
+    more(s, i.layers.len(), MAX_ROWS, 3);
     let _ = writeln!(
         s,
         "<tr><th colspan=\"2\">total</th><td class=\"n\">{}</td></tr></table></section>",
@@ -491,7 +541,7 @@ fn image(s: &mut String, image: &Result<ImageFacts, String>) {
 }
 
 /// Staging's newest ledger entry and its smoke tests.
-fn staging(s: &mut String, event: &Result<deploy::ledger::Event, String>) {
+fn staging(s: &mut String, event: &Result<deploy::ledger::Event, String>, image: Option<&ImageFacts>) {
     s.push_str("<section><h2>Staging deploy</h2>\n");
     let e = match event {
         Ok(e) => e,
@@ -508,6 +558,18 @@ fn staging(s: &mut String, event: &Result<deploy::ledger::Event, String>) {
         esc(&crate::lineage::when(e.at)),
         esc(&crate::release::kebab(&e.outcome))
     );
+    let built_here = match (&e.release.image_digest, image) {
+        (Some(d), Some(i)) if *d == i.manifest_digest => "the image above",
+        (Some(_), Some(_)) => "not the image above",
+        _ => "no image recorded",
+    };
+    let _ = writeln!(
+        s,
+        "<table><tr><th>model (BLAKE3)</th><td><code>{}</code></td></tr><tr><th>image</th><td><code>{}</code> ({built_here})</td></tr><tr><th>commit</th><td><code>{}</code></td></tr></table>",
+        text(&e.release.model_digest, 80),
+        text(e.release.image_digest.as_deref().unwrap_or("none"), 80),
+        text(&e.release.git_sha, 60)
+    );
     if e.smoke.is_empty() {
         return end_missing(s, "this entry records no smoke tests");
     }
@@ -521,5 +583,6 @@ fn staging(s: &mut String, event: &Result<deploy::ledger::Event, String>) {
             text(&c.detail, 400)
         );
     }
+    more(s, e.smoke.len(), MAX_ROWS, 3);
     s.push_str("</table></section>\n");
 }

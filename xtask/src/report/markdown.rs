@@ -7,9 +7,25 @@ use super::{Facts, bytes, clip, duration};
 
 const MAX_ROWS: usize = 50;
 
-/// A table cell: one line, no pipe that would end the cell, clipped.
+/// A table cell: one line, clipped, with nothing GitHub would render as markup (a link, an
+/// image it would fetch, HTML, emphasis) or a pipe that would end the cell.
 fn cell(s: &str) -> String {
-    clip(s, 300).replace('|', "\\|").replace(['\n', '\r'], " ")
+    let mut out = String::new();
+    for c in clip(s, 300).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\n' | '\r' => out.push(' '),
+            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '!' | '#' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn mark(pass: bool) -> &'static str {
@@ -25,9 +41,15 @@ pub fn page(facts: &Facts) -> String {
         run.totals(),
         run.commit.as_ref().map(|c| format!(" · commit `{c}`")).unwrap_or_default()
     );
+    for w in &run.warnings {
+        let _ = writeln!(s, "> warning: {}\n", cell(w));
+    }
     s.push_str("| stage | result | time | why it ran, or what stopped it |\n|---|---|---:|---|\n");
     for r in &run.stages {
-        let why: Vec<String> = r.detail.iter().chain(r.why.iter().take(4)).map(|w| cell(w)).collect();
+        let mut why: Vec<String> = r.detail.iter().chain(r.why.iter().take(4)).map(|w| cell(w)).collect();
+        if r.why.len() > 4 {
+            why.push(format!("and {} more (reports/run.html)", r.why.len() - 4));
+        }
         let _ =
             writeln!(s, "| {} | {} | {} | {} |", cell(&r.stage), r.result, duration(r.elapsed_ms), why.join("<br>"));
     }

@@ -40,7 +40,7 @@ pub fn staging(config: &Config) -> Stage {
         .pass_secrets(&[deploy::notify::WEBHOOK_VAR])
         // The staging alias in MLflow follows the release; not keyed (it changes nothing here).
         .pipeline_code(crate::mlflow::CODE)
-        .pass_secrets(crate::mlflow::VARS)
+        .action_secrets(crate::mlflow::VARS)
         .environment(&dir)
         .alive(move |root, _| serves_this_model(root, port))
         .run(move |ctx| action(ctx, &mlflow))

@@ -22,8 +22,9 @@ pub fn stage(root: &Path, config: &crate::config::Config) -> Result<Stage> {
         // MLflow is told of each training; what it answers changes nothing, so it is not keyed.
         .pipeline_code(crate::mlflow::CODE)
         .pipeline_code(crate::who::CODE)
-        .pass_secrets(crate::mlflow::VARS)
-        .pass_env(&["GITHUB_SHA", "GITHUB_ACTOR"])
+        // To the action only: the training script never sees them, so they cannot change it.
+        .action_secrets(crate::mlflow::VARS)
+        .action_env(&["GITHUB_SHA", "GITHUB_ACTOR"])
         .command(Command::new("train the model", format!("{TRAIN_ENV}/bin/python")).args([
             TRAIN_SCRIPT,
             "--data",

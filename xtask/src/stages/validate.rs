@@ -22,7 +22,7 @@ pub fn stage(config: &crate::config::Config) -> Stage {
         // A passed model becomes an MLflow version; that answer changes nothing, so it is not keyed.
         .pipeline_code(crate::mlflow::CODE)
         .pipeline_code(crate::who::CODE)
-        .pass_secrets(crate::mlflow::VARS)
+        .action_secrets(crate::mlflow::VARS)
         .env(crate::ort::DYLIB_VAR)
         .param("thresholds", serde_json::to_value(&v).expect("thresholds serialize"))
         .param("columns", serde_json::to_value(&columns).expect("column names serialize"))
