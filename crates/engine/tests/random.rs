@@ -107,6 +107,10 @@ struct World {
     runs: Arc<Counters>,
     seen_up: HashSet<Vec<u8>>,
     seen_down: HashSet<Vec<u8>>,
+    /// Every content a file had when a same-size edit was made to it: a new edit must give
+    /// content none of those was, or a correct cache restores an earlier result instead of
+    /// running (seed 387410680118017686 flipped a byte back).
+    edited: HashSet<(PathBuf, Vec<u8>)>,
     /// For each state of `fetch`'s input, what `fetch` left in `d/` when it last ran with it.
     fetch_left: HashMap<Vec<u8>, Vec<u8>>,
     /// Files people put in `d/`: they must survive every run.
@@ -172,6 +176,7 @@ impl World {
             runs: Arc::new(Counters { up: 0.into(), fetch: 0.into(), down: 0.into() }),
             seen_up: HashSet::new(),
             seen_down: HashSet::new(),
+            edited: HashSet::new(),
             fetch_left: HashMap::new(),
             user_files: Vec::new(),
             versions: (1, 1),
@@ -290,9 +295,17 @@ impl World {
             Mutation::SameSizeEditMtimeRestored => {
                 let f = self.pick_file(None);
                 let mtime = fs::metadata(&f).unwrap().modified().unwrap();
-                let mut bytes = fs::read(&f).unwrap();
-                let i = self.rng.usize(..bytes.len());
-                bytes[i] = if bytes[i] == b'x' { b'y' } else { b'x' };
+                let before = fs::read(&f).unwrap();
+                self.edited.insert((f.clone(), before.clone()));
+                let bytes = loop {
+                    let mut bytes = before.clone();
+                    let i = self.rng.usize(..bytes.len());
+                    bytes[i] = self.rng.u8(b'a'..=b'z');
+                    if !self.edited.contains(&(f.clone(), bytes.clone())) {
+                        break bytes;
+                    }
+                };
+                self.edited.insert((f.clone(), bytes.clone()));
                 fs::write(&f, &bytes).unwrap();
                 File::options().write(true).open(&f).unwrap().set_times(FileTimes::new().set_modified(mtime)).unwrap();
             }
