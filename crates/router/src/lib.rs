@@ -3,8 +3,11 @@
 //! request it was given. That is what makes a version switch lose no request.
 //!
 //! It listens on two ports: the environment's public one, and an admin one on 127.0.0.1 with
-//! `GET /backend`, `PUT /backend` (body: `host:port`; answers once the old backend is drained)
-//! and `POST /shutdown`. The admin port answers only requests that carry the environment's
+//! `GET /backend`, `PUT /backend` (body: `host:port`; answers once the old backend is drained),
+//! `PUT /canary` (body: `host:port WEIGHT`: that percentage of requests goes to a candidate),
+//! `DELETE /canary` (all back to the backend; answers once the candidate is drained),
+//! `GET /metrics` (per backend: requests, errors, latency, in Prometheus' format) and
+//! `POST /shutdown`. Each forwarded request carries `x-slipway-route: stable` or `canary`. The admin port answers only requests that carry the environment's
 //! token (`Authorization: Bearer …`, from a 0600 file in its state directory).
 //!
 //! A request counts as in flight only once its whole body has arrived, and stops counting when
@@ -14,10 +17,12 @@
 //! still has requests after [`DRAIN_TIMEOUT`] is a completed switch with a warning, never a
 //! half state.
 
+pub mod stats;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,20 +48,37 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_CONNECTIONS: usize = 4096;
 /// The header a drained-or-not switch answers with.
 pub const DRAINED_HEADER: &str = "x-slipway-drained";
+/// The header each forwarded request carries: `stable` or `canary`.
+pub const ROUTE_HEADER: &str = "x-slipway-route";
 
 type Body = Full<Bytes>;
 
 #[derive(Default)]
 struct State {
     backend: Mutex<Option<String>>,
+    /// A candidate and the percentage of requests it gets.
+    canary: Mutex<Option<(String, u64)>>,
+    /// Requests routed so far, for the split.
+    seq: AtomicU64,
     in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    stats: stats::Stats,
 }
 
 impl State {
-    fn current(&self) -> Option<(String, Arc<AtomicUsize>)> {
-        let backend = self.backend.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+    /// Where the next request goes, and as what.
+    fn current(&self) -> Option<(String, &'static str, Arc<AtomicUsize>)> {
+        let stable = self.backend.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let canary = self.canary.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (backend, role) = match canary {
+            // Spread over every hundred requests rather than in a block of `weight`: 61 and 100
+            // are coprime, so each hundred consecutive requests gives the canary exactly `weight`.
+            Some((candidate, weight)) if (self.seq.fetch_add(1, Ordering::Relaxed) * 61) % 100 < weight => {
+                (candidate, "canary")
+            }
+            _ => (stable, "stable"),
+        };
         let counter = self.counter(&backend);
-        Some((backend, counter))
+        Some((backend, role, counter))
     }
 
     fn counter(&self, backend: &str) -> Arc<AtomicUsize> {
@@ -194,13 +216,17 @@ async fn proxy(req: Request<Incoming>, state: Arc<State>, client: Client<HttpCon
         Err(response) => return response,
     };
     // Chosen, and counted, only now that the request is whole.
-    let Some((backend, counter)) = state.current() else {
+    let Some((backend, role, counter)) = state.current() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "no release is deployed to this environment yet\n");
     };
     let _in_flight = InFlight::start(counter);
-    forward(parts, body, &backend, &client)
-        .await
-        .unwrap_or_else(|e| text(StatusCode::BAD_GATEWAY, &format!("the backend {backend} failed: {e}\n")))
+    let figures = state.stats.of(&backend, role);
+    let start = Instant::now();
+    let mut parts = parts;
+    parts.headers.insert(ROUTE_HEADER, hyper::header::HeaderValue::from_static(role));
+    let answer = forward(parts, body, &backend, &client).await;
+    figures.observe(start.elapsed(), answer.as_ref().map_or(true, |r| r.status().is_server_error()));
+    answer.unwrap_or_else(|e| text(StatusCode::BAD_GATEWAY, &format!("the backend {backend} failed: {e}\n")))
 }
 
 async fn forward(
@@ -241,11 +267,46 @@ async fn admin_api(
             let new = String::from_utf8_lossy(&body).trim().to_string();
             switch(&state, new, drain).await
         }
+        ("PUT", "/canary") => {
+            let body = match read_body(req.into_body()).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let body = String::from_utf8_lossy(&body);
+            let mut words = body.split_whitespace();
+            let (Some(addr), Some(weight), None) = (words.next(), words.next(), words.next()) else {
+                return text(StatusCode::BAD_REQUEST, "the body is `host:port WEIGHT`, e.g. `127.0.0.1:40123 10`");
+            };
+            let (Ok(_), Ok(weight @ 0..=100)) = (addr.parse::<SocketAddr>(), weight.parse::<u64>()) else {
+                return text(StatusCode::BAD_REQUEST, "the canary is host:port and a weight from 0 to 100");
+            };
+            *state.canary.lock().unwrap_or_else(|e| e.into_inner()) = Some((addr.to_string(), weight));
+            text(StatusCode::OK, &format!("{weight}% of requests go to {addr}"))
+        }
+        ("DELETE", "/canary") => {
+            let old = state.canary.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let stable = state.backend.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match old.filter(|(c, _)| Some(c) != stable.as_ref()) {
+                Some((candidate, _)) => wait_drained(&state, &candidate, drain, "canary").await,
+                None => drained(true, "no canary"),
+            }
+        }
+        ("GET", "/metrics") => {
+            let mut r = text(StatusCode::OK, &state.stats.render());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         ("POST", "/shutdown") => {
             let _ = stop.send(true);
             text(StatusCode::OK, "bye")
         }
-        _ => text(StatusCode::NOT_FOUND, "GET /backend, PUT /backend, POST /shutdown"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "GET /backend, PUT /backend, PUT /canary, DELETE /canary, GET /metrics, POST /shutdown",
+        ),
     }
 }
 
@@ -265,19 +326,21 @@ async fn switch(state: &State, new: String, drain: Duration) -> Response<Body> {
     }
     let old = state.backend.lock().unwrap_or_else(|e| e.into_inner()).replace(new.clone());
     let Some(old) = old.filter(|o| *o != new) else { return drained(true, "switched") };
-    let counter = state.counter(&old);
+    wait_drained(state, &old, drain, "switched from").await
+}
+
+/// Waits for the requests given to `old` to finish, up to `drain`.
+async fn wait_drained(state: &State, old: &str, drain: Duration, what: &str) -> Response<Body> {
+    let counter = state.counter(old);
     let deadline = Instant::now() + drain;
     while counter.load(Ordering::SeqCst) > 0 {
         if Instant::now() > deadline {
             let left = counter.load(Ordering::SeqCst);
-            return drained(
-                false,
-                &format!("switched from {old}; {left} request(s) to it still running after {drain:?}"),
-            );
+            return drained(false, &format!("{what} {old}; {left} request(s) to it still running after {drain:?}"));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    drained(true, &format!("switched from {old}, drained"))
+    drained(true, &format!("{what} {old}, drained"))
 }
 
 fn drained(done: bool, body: &str) -> Response<Body> {

@@ -1,0 +1,133 @@
+//! What the router saw of each backend: requests, errors (a 5xx answer or no answer) and a
+//! latency histogram, as counters that only grow. `GET /metrics` on the admin port gives them
+//! in Prometheus' text format; a canary analysis takes two readings and compares the
+//! difference of the candidate with that of the stable backend over the same time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds: 0.1 ms to 60 s, each 1.25 times the last
+/// (so a percentile read from them is within 25 %), then `+Inf`.
+pub fn bounds() -> &'static [f64] {
+    static BOUNDS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    BOUNDS.get_or_init(|| {
+        let mut out = vec![0.000_1];
+        while *out.last().expect("non-empty") < 60.0 {
+            let next = out.last().expect("non-empty") * 1.25;
+            out.push(next);
+        }
+        out
+    })
+}
+
+/// The most backends the router keeps figures for; the oldest goes first past this.
+const MAX_BACKENDS: usize = 64;
+
+/// One backend's counters.
+#[derive(Default)]
+pub struct Backend {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    micros: AtomicU64,
+    /// One per bound, and one for `+Inf`.
+    buckets: Vec<AtomicU64>,
+}
+
+impl Backend {
+    fn new() -> Backend {
+        Backend { buckets: (0..=bounds().len()).map(|_| AtomicU64::new(0)).collect(), ..Backend::default() }
+    }
+
+    /// Counts one request that took `took` and ended as `error` or not.
+    pub fn observe(&self, took: Duration, error: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let seconds = took.as_secs_f64();
+        let i = bounds().partition_point(|b| *b < seconds);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A backend's counters, the role it last had, and when it was last asked for (to let the
+/// oldest go).
+type Entry = (Arc<Backend>, &'static str, u64);
+
+/// Every backend's counters, with the role each last had.
+#[derive(Default)]
+pub struct Stats {
+    backends: Mutex<BTreeMap<String, Entry>>,
+    order: AtomicU64,
+}
+
+impl Stats {
+    /// The counters of `backend`, which now serves as `role` (`stable` or `canary`).
+    pub fn of(&self, backend: &str, role: &'static str) -> Arc<Backend> {
+        let mut all = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        let order = self.order.fetch_add(1, Ordering::Relaxed);
+        if !all.contains_key(backend) && all.len() >= MAX_BACKENDS {
+            let oldest = all.iter().min_by_key(|(_, (_, _, o))| *o).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                all.remove(&oldest);
+            }
+        }
+        let entry = all.entry(backend.to_string()).or_insert_with(|| (Arc::new(Backend::new()), role, order));
+        entry.1 = role;
+        entry.2 = order;
+        entry.0.clone()
+    }
+
+    /// The Prometheus text exposition of every backend.
+    pub fn render(&self) -> String {
+        let all = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = String::new();
+        s.push_str("# HELP slipway_router_requests_total Requests forwarded to a backend.\n");
+        s.push_str("# TYPE slipway_router_requests_total counter\n");
+        for (name, (b, role, _)) in all.iter() {
+            let _ = writeln!(
+                s,
+                "slipway_router_requests_total{{backend=\"{name}\",role=\"{role}\"}} {}",
+                b.requests.load(Ordering::Relaxed)
+            );
+        }
+        s.push_str("# HELP slipway_router_errors_total Requests a backend answered with a 5xx, or not at all.\n");
+        s.push_str("# TYPE slipway_router_errors_total counter\n");
+        for (name, (b, role, _)) in all.iter() {
+            let _ = writeln!(
+                s,
+                "slipway_router_errors_total{{backend=\"{name}\",role=\"{role}\"}} {}",
+                b.errors.load(Ordering::Relaxed)
+            );
+        }
+        s.push_str(
+            "# HELP slipway_router_request_duration_seconds Time from forwarding a request to its whole answer.\n",
+        );
+        s.push_str("# TYPE slipway_router_request_duration_seconds histogram\n");
+        for (name, (b, role, _)) in all.iter() {
+            let mut cumulative = 0;
+            for (i, bucket) in b.buckets.iter().enumerate() {
+                cumulative += bucket.load(Ordering::Relaxed);
+                let le = bounds().get(i).map_or("+Inf".to_string(), |b| format!("{b:.6}"));
+                let _ = writeln!(
+                    s,
+                    "slipway_router_request_duration_seconds_bucket{{backend=\"{name}\",role=\"{role}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let sum = b.micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                s,
+                "slipway_router_request_duration_seconds_sum{{backend=\"{name}\",role=\"{role}\"}} {sum:.6}"
+            );
+            let _ = writeln!(
+                s,
+                "slipway_router_request_duration_seconds_count{{backend=\"{name}\",role=\"{role}\"}} {cumulative}"
+            );
+        }
+        s
+    }
+}
