@@ -34,6 +34,8 @@ impl Config {
             port,
             smoke: Default::default(),
             kubernetes: None,
+            strategy: Default::default(),
+            canary: None,
         };
         [("staging".to_string(), env(18080)), ("production".to_string(), env(18081))].into_iter().collect()
     }

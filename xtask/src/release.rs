@@ -201,6 +201,9 @@ pub fn releases_cmd(root: &Path, env: &Env, args: &ReleasesArgs) -> Result<u8> {
             &e.release.git_sha[..e.release.git_sha.len().min(10)],
             e.who,
         );
+        for a in &e.analysis {
+            println!("        canary {:>2}% {:>5.1} s  {:<12} {}", a.weight, a.seconds, kebab(&a.verdict), a.reason);
+        }
     }
     Ok(0)
 }

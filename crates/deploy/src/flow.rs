@@ -30,6 +30,12 @@ pub struct EnvConfig {
     /// Kubernetes settings, for the kubernetes target.
     #[serde(default)]
     pub kubernetes: Option<crate::kube::KubeConfig>,
+    /// How a new release takes over: all at once after its smoke tests, or in canary steps.
+    #[serde(default)]
+    pub strategy: crate::canary::Strategy,
+    /// The canary's steps and analysis (`strategy = "canary"`); the defaults when absent.
+    #[serde(default)]
+    pub canary: Option<crate::canary::CanaryConfig>,
 }
 
 impl EnvConfig {
@@ -46,6 +52,14 @@ impl EnvConfig {
         }
         if self.target == TargetKind::Kubernetes && self.kubernetes.is_none() {
             return Err(format!("environment {name} uses kubernetes but has no [environments.{name}.kubernetes]"));
+        }
+        if self.strategy == crate::canary::Strategy::Canary && self.target == TargetKind::Kubernetes {
+            return Err(format!(
+                "environment {name}: the kubernetes target releases blue-green only (README says why); use strategy = \"blue-green\""
+            ));
+        }
+        if let Some(c) = &self.canary {
+            c.check().map_err(|e| format!("[environments.{name}.canary]: {e}"))?;
         }
         self.smoke.check().map_err(|e| format!("[environments.{name}.smoke]: {e}"))
     }
@@ -67,6 +81,18 @@ pub struct Candidate {
     pub config_digest: String,
     /// The commit.
     pub git_sha: String,
+}
+
+/// What a deploy checked, for the ledger: smoke tests, and a canary's steps.
+pub(crate) struct Seen {
+    smoke: Vec<SmokeCheck>,
+    analysis: Vec<crate::canary::StepAnalysis>,
+}
+
+impl From<Vec<SmokeCheck>> for Seen {
+    fn from(smoke: Vec<SmokeCheck>) -> Seen {
+        Seen { smoke, analysis: Vec::new() }
+    }
 }
 
 /// What a deploy did, for the exit code and the summary.
@@ -245,7 +271,30 @@ impl Deployer {
             return Ok(Report { events: vec![event], exit_code: 1 });
         }
         held()?;
+        let mut analysis = Vec::new();
+        if config.strategy == crate::canary::Strategy::Canary {
+            let plan = config.canary.clone().unwrap_or_default();
+            let passed = self.canary(env, &router, &candidate, &plan, &mut analysis).await;
+            if !matches!(passed, Ok(true)) {
+                // Abort: every request back to stable, the candidate stopped, the steps kept.
+                let cleared = router.clear_canary().await;
+                target::stop(&candidate).await.map_err(DeployError::Target)?;
+                cleared.map_err(DeployError::Target)?;
+                passed?;
+                let seen = Seen { smoke: checks, analysis };
+                let event = self.record(env, &release, kind, Outcome::Rejected, &previous, approval, seen).await?;
+                self.finished(env);
+                let why = event.analysis.last().map_or(String::new(), |a| format!(": {}", a.reason));
+                (self.say)(&format!("{env}: the canary of {} was aborted{why}; {env} is unchanged", release.version));
+                return Ok(Report { events: vec![event], exit_code: 1 });
+            }
+            held()?;
+        }
         let old = self.switch(env, &router, candidate, &mut intent).await?;
+        if !analysis.is_empty() {
+            // The candidate is the backend now; its canary share is moot.
+            router.clear_canary().await.map_err(DeployError::Target)?;
+        }
         self.checkpoint(env, &mut intent, Phase::Soaking)?;
         let after = smoke::soak(&format!("http://{}", router.public), &config.smoke, &release.model_digest).await;
         if passed(&after) {
@@ -254,7 +303,8 @@ impl Deployer {
             }
             self.checkpoint(env, &mut intent, Phase::Recording)?;
             held()?;
-            let event = self.record(env, &release, kind, Outcome::Live, &previous, approval, after).await?;
+            let seen = Seen { smoke: after, analysis };
+            let event = self.record(env, &release, kind, Outcome::Live, &previous, approval, seen).await?;
             self.finished(env);
             (self.say)(&format!("{env}: {} is live on {}", release.version, router.public));
             return Ok(Report { events: vec![event], exit_code: 0 });
@@ -276,6 +326,63 @@ impl Deployer {
         let restored = self.restore(env, &config, &router, previous_release, old).await?;
         self.finished(env);
         Ok(Report { events: vec![failed, restored], exit_code: 1 })
+    }
+
+    /// The canary steps: a share of live requests to `candidate`, then an analysis of each step
+    /// against stable over the same time. `Ok(false)` when a step failed (or stayed
+    /// inconclusive where that fails); every step is pushed onto `analysis`.
+    async fn canary(
+        &self,
+        env: &str,
+        router: &Router,
+        candidate: &Backend,
+        plan: &crate::canary::CanaryConfig,
+        analysis: &mut Vec<crate::canary::StepAnalysis>,
+    ) -> Result<bool, DeployError> {
+        use crate::canary::{Inconclusive, MAX_WAITS, StepAnalysis, Verdict, judge, pause};
+        let Some(stable) = router.backend().await.map_err(DeployError::Target)? else {
+            (self.say)(&format!("{env}: nothing is live yet, so the first release takes every request at once"));
+            return Ok(true);
+        };
+        let (stable, name) = (stable.to_string(), candidate.addr.to_string());
+        for step in &plan.steps {
+            router.set_canary(candidate.addr, step.weight).await.map_err(DeployError::Target)?;
+            let mut waits = 0;
+            loop {
+                let before = router.reading().await.map_err(DeployError::Target)?;
+                let started = std::time::Instant::now();
+                tokio::time::sleep(pause(step)).await;
+                let after = router.reading().await.map_err(DeployError::Target)?;
+                let (c, s) = (after.since(&before, &name), after.since(&before, &stable));
+                let (verdict, reason) = judge(&c, &s, &plan.analysis);
+                let ms = |p: Option<f64>| p.map_or("-".to_string(), |p| format!("{p:.1} ms"));
+                (self.say)(&format!(
+                    "{env}: canary {}%: {} requests, error rate {:.3}, p99 {} (stable: {} requests, p99 {}): {}: {reason}",
+                    step.weight,
+                    c.requests,
+                    c.error_rate,
+                    ms(c.p99_ms),
+                    s.requests,
+                    ms(s.p99_ms),
+                    serde_json::to_value(verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+                ));
+                analysis.push(StepAnalysis {
+                    weight: step.weight,
+                    seconds: started.elapsed().as_secs_f64(),
+                    verdict,
+                    reason,
+                    candidate: c,
+                    stable: s,
+                    thresholds: plan.analysis.clone(),
+                });
+                match (verdict, plan.analysis.inconclusive) {
+                    (Verdict::Successful, _) | (Verdict::Inconclusive, Inconclusive::Pass) => break,
+                    (Verdict::Inconclusive, Inconclusive::Wait) if waits < MAX_WAITS => waits += 1,
+                    _ => return Ok(false),
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Switches the router to `candidate`; returns the backend it replaced. With an intent,
@@ -409,8 +516,9 @@ impl Deployer {
         outcome: Outcome,
         previous: &Option<Release>,
         approval: Option<Approval>,
-        smoke: Vec<SmokeCheck>,
+        seen: impl Into<Seen>,
     ) -> Result<Event, DeployError> {
+        let Seen { smoke, analysis } = seen.into();
         let event = Event {
             schema: ledger::EVENT_SCHEMA.into(),
             seq: 0,
@@ -423,6 +531,7 @@ impl Deployer {
             at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             approval,
             smoke,
+            analysis,
         };
         let recorded = match self.ledger().append(event.clone()).await {
             Ok(e) => e,

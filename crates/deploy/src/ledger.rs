@@ -161,6 +161,10 @@ pub struct Event {
     pub approval: Option<Approval>,
     /// The smoke checks run.
     pub smoke: Vec<SmokeCheck>,
+    /// A canary's steps: the weight, the verdict and why, what was observed of the candidate
+    /// and of stable, and the thresholds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<crate::canary::StepAnalysis>,
 }
 
 impl Event {
@@ -187,6 +191,17 @@ impl Event {
             || self.smoke.iter().any(|c| !names::is_text(&c.name, 4096) || !names::is_text(&c.detail, 16384))
         {
             return Err("the smoke checks are too many or not valid text".into());
+        }
+        let numbers = |o: &crate::canary::Observed| o.error_rate.is_finite() && o.p99_ms.is_none_or(|p| !p.is_nan());
+        if self.analysis.len() > 4 * crate::canary::MAX_STEPS
+            || self.analysis.iter().any(|a| {
+                !names::is_text(&a.reason, 4096)
+                    || !a.seconds.is_finite()
+                    || !numbers(&a.candidate)
+                    || !numbers(&a.stable)
+            })
+        {
+            return Err("the canary analysis is too long or not valid".into());
         }
         Ok(())
     }

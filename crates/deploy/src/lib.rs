@@ -4,6 +4,7 @@
 //! and records it; `rollback --version` puts a recorded release back with nothing to build.
 
 pub mod bundle;
+pub mod canary;
 pub mod flow;
 pub mod http;
 pub mod intent;

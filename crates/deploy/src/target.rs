@@ -429,6 +429,33 @@ impl Router {
         })
     }
 
+    /// Sends `weight` percent of requests to `candidate` (the rest to the backend).
+    pub async fn set_canary(&self, candidate: SocketAddr, weight: u8) -> Result<()> {
+        let r = self.admin("PUT", "/canary", Some(format!("{candidate} {weight}")), Duration::from_secs(5)).await?;
+        if r.status != 200 {
+            bail!("the router refused the canary: HTTP {} {}", r.status, r.text());
+        }
+        Ok(())
+    }
+
+    /// Sends every request to the backend again, once the canary's are done.
+    pub async fn clear_canary(&self) -> Result<()> {
+        let r = self.admin("DELETE", "/canary", None, Duration::from_secs(60)).await?;
+        if r.status != 200 {
+            bail!("the router kept the canary: HTTP {} {}", r.status, r.text());
+        }
+        Ok(())
+    }
+
+    /// What it saw of each backend so far.
+    pub async fn reading(&self) -> Result<crate::canary::Reading> {
+        let r = self.admin("GET", "/metrics", None, Duration::from_secs(5)).await?;
+        if r.status != 200 {
+            bail!("the router's metrics answered HTTP {} {}", r.status, r.text());
+        }
+        Ok(crate::canary::Reading::parse(&r.text()))
+    }
+
     /// Stops it.
     pub async fn shutdown(&self) -> Result<()> {
         let _ = self.admin("POST", "/shutdown", None, Duration::from_secs(5)).await;

@@ -38,6 +38,8 @@ fn deployer(plan: &Plan) -> Deployer {
         port: plan.port,
         smoke: SmokeConfig { soak_seconds: 1.5, ..SmokeConfig::default() },
         kubernetes: None,
+        strategy: Default::default(),
+        canary: None,
     };
     Deployer {
         root: plan.root.clone(),

@@ -9,30 +9,10 @@ use std::time::{Duration, Instant};
 use deploy::{Approval, Deployer, EnvConfig, EventKind, Outcome, SmokeConfig, TargetKind};
 use store::{DirRemote, Remote};
 
-use crate::fixture::{Load, binaries, candidate, model};
+use crate::fixture::{Cleanup, Load, binaries, candidate, model};
 
 fn free_port() -> u16 {
     crate::fixture::stable_port()
-}
-
-/// Kills whatever the test started, even when it fails half-way.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for entry in walkdir::WalkDir::new(self.0.join(".slipway/deploy")).into_iter().flatten() {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-            let sh = xshell::Shell::new().unwrap();
-            if let Some(pid) = v["pid"].as_u64().or_else(|| v["handle"]["pid"].as_u64()) {
-                let pid = pid.to_string();
-                let _ = xshell::cmd!(sh, "kill -9 {pid}").quiet().ignore_stderr().run();
-            }
-            if let Some(id) = v["handle"]["container"].as_str() {
-                let _ = xshell::cmd!(sh, "docker rm -f {id}").quiet().ignore_stdout().ignore_stderr().run();
-            }
-        }
-    }
 }
 
 struct World {
@@ -56,6 +36,8 @@ impl World {
             port: free_port(),
             smoke: SmokeConfig { soak_seconds: soak, ..SmokeConfig::default() },
             kubernetes: None,
+            strategy: Default::default(),
+            canary: None,
         };
         let envs =
             [("staging".to_string(), env(0.2)), ("production".to_string(), env(production_soak))].into_iter().collect();

@@ -204,3 +204,23 @@ pub fn stable_port() -> u16 {
     }
     panic!("no free port from {first} below the ephemeral range ({range})");
 }
+
+/// Kills whatever the test started, even when it fails half-way.
+pub struct Cleanup(pub PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for entry in walkdir::WalkDir::new(self.0.join(".slipway/deploy")).into_iter().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            let sh = xshell::Shell::new().unwrap();
+            if let Some(pid) = v["pid"].as_u64().or_else(|| v["handle"]["pid"].as_u64()) {
+                let pid = pid.to_string();
+                let _ = xshell::cmd!(sh, "kill -9 {pid}").quiet().ignore_stderr().run();
+            }
+            if let Some(id) = v["handle"]["container"].as_str() {
+                let _ = xshell::cmd!(sh, "docker rm -f {id}").quiet().ignore_stdout().ignore_stderr().run();
+            }
+        }
+    }
+}

@@ -33,6 +33,7 @@ fn event(env: &str, r: Release) -> Event {
         at: 0,
         approval: None,
         smoke: vec![],
+        analysis: vec![],
     }
 }
 

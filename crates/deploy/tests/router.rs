@@ -143,3 +143,37 @@ async fn a_drain_that_times_out_completes_the_switch_with_a_warning() {
     assert_eq!(now.text(), "b");
     assert_eq!(long.await.unwrap().unwrap().text(), "slow", "the old request still finished");
 }
+
+/// A canary gets exactly its share of every hundred requests,
+/// the metrics count both backends apart, nonsense is refused, and clearing the canary sends
+/// everything back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_gets_its_share_and_the_metrics_tell_the_backends_apart() {
+    let (public, port) = router().await;
+    let (stable, _) = echo_backend("stable", Duration::ZERO).await;
+    let (canary, _) = echo_backend("canary", Duration::ZERO).await;
+    assert_eq!(admin("PUT", &format!("http://{port}/backend"), Some(stable.to_string())).await.status, 200);
+    for bad in ["", "127.0.0.1:1", "127.0.0.1:1 101", "nohost 10", "127.0.0.1:1 ten", "127.0.0.1:1 10 extra"] {
+        assert_eq!(admin("PUT", &format!("http://{port}/canary"), Some(bad.into())).await.status, 400, "{bad:?}");
+    }
+    assert_eq!(admin("PUT", &format!("http://{port}/canary"), Some(format!("{canary} 30"))).await.status, 200);
+    let mut got = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let r = http::send("GET", &format!("http://{public}/x"), None, Duration::from_secs(5)).await.unwrap();
+        *got.entry(r.text()).or_insert(0) += 1;
+    }
+    assert_eq!((got["canary"], got["stable"]), (60, 140), "{got:?}");
+    let metrics = admin("GET", &format!("http://{port}/metrics"), None).await.text();
+    let reading = deploy::canary::Reading::parse(&metrics);
+    let before = deploy::canary::Reading::default();
+    assert_eq!(reading.since(&before, &canary.to_string()).requests, 60, "{metrics}");
+    assert_eq!(reading.since(&before, &stable.to_string()).requests, 140);
+    assert!(metrics.contains(&format!("slipway_router_requests_total{{backend=\"{canary}\",role=\"canary\"}} 60")));
+    assert!(metrics.contains("# TYPE slipway_router_request_duration_seconds histogram"));
+    let cleared = admin("DELETE", &format!("http://{port}/canary"), None).await;
+    assert_eq!((cleared.status, cleared.header(deploy::router::DRAINED_HEADER).as_deref()), (200, Some("true")));
+    for _ in 0..20 {
+        let r = http::send("GET", &format!("http://{public}/x"), None, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(r.text(), "stable");
+    }
+}

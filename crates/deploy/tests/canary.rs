@@ -1,0 +1,182 @@
+//! Canary releases on the local target under load from a client on loopback: real servers and
+//! routers, and releases made faulty by a wrapper in front of the real server that fails every
+//! fifth request the router marks as the canary's, or delays each by 50 ms. Requests the
+//! router does not mark (the smoke tests, which go straight to the candidate) pass, so the
+//! faults show only in live traffic, as they would.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use deploy::canary::{CanaryConfig, Step, Strategy, Thresholds, Verdict};
+use deploy::{Deployer, EnvConfig, Outcome, SmokeConfig, TargetKind};
+use store::{DirRemote, Remote};
+
+use crate::fixture::{Cleanup, Load, binaries, candidate, model, stable_port};
+
+/// A release's server with a fault in front of it, for the requests the router sends it as the
+/// canary: `errors` fails every fifth with a 500, `slow` delays each by 50 ms.
+fn faulty_server(dir: &Path, serve: &Path, fault: &str) -> PathBuf {
+    let script = dir.join(format!("{fault}-serve"));
+    let text = format!(
+        r#"#!/usr/bin/env python3
+import os, signal, socket, subprocess, sys, threading, time, urllib.error, urllib.request
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+SERVE, FAULT = {serve:?}, {fault:?}
+args = sys.argv[1:]
+i = args.index("--listen")
+host, port = args[i + 1].rsplit(":", 1)
+s = socket.socket(); s.bind(("127.0.0.1", 0)); inner = s.getsockname()[1]; s.close()
+args[i + 1] = "127.0.0.1:%d" % inner
+child = subprocess.Popen([SERVE] + args)
+signal.signal(signal.SIGTERM, lambda *_: (child.terminate(), child.wait(), os._exit(0)))
+seen, lock = [0], threading.Lock()
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self): self.forward("GET")
+    def do_POST(self): self.forward("POST")
+    def forward(self, method):
+        n = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(n) if n else None
+        if self.headers.get("x-slipway-route") == "canary":
+            with lock:
+                seen[0] += 1
+                k = seen[0]
+            if FAULT == "errors" and k % 5 == 0:
+                return self.reply(500, b"injected fault\n", {{}})
+            if FAULT == "slow":
+                time.sleep(0.05)
+        keep = {{k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}}
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (inner, self.path), data=body, method=method, headers=keep)
+        try:
+            r = urllib.request.urlopen(req, timeout=10)
+            status, data, headers = r.status, r.read(), r.headers
+        except urllib.error.HTTPError as e:
+            status, data, headers = e.code, e.read(), e.headers
+        except Exception as e:
+            return self.reply(502, str(e).encode(), {{}})
+        self.reply(status, data, {{k: v for k, v in headers.items() if k.lower().startswith(("content-type", "x-"))}})
+    def reply(self, status, data, headers):
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
+"#,
+        serve = serve.display().to_string(),
+    );
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
+fn deployer(root: &Path, port: u16, said: Arc<Mutex<Vec<String>>>) -> Deployer {
+    let remote: Arc<dyn Remote> = Arc::new(DirRemote::new(root.join("remote")));
+    let canary = CanaryConfig {
+        steps: vec![Step { weight: 20, pause_seconds: 3.0 }, Step { weight: 50, pause_seconds: 3.0 }],
+        analysis: Thresholds { p99_slack_ms: 25.0, min_requests: 20, ..Thresholds::default() },
+    };
+    let env = EnvConfig {
+        target: TargetKind::Local,
+        port,
+        smoke: SmokeConfig { soak_seconds: 0.5, ..SmokeConfig::default() },
+        kubernetes: None,
+        strategy: Strategy::Canary,
+        canary: Some(canary),
+    };
+    Deployer {
+        root: root.to_path_buf(),
+        envs: [("production".to_string(), env)].into_iter().collect(),
+        remote,
+        who: "tester".into(),
+        webhook: None,
+        say: Box::new(move |l| said.lock().unwrap().push(l.to_string())),
+        kill_at: None,
+        term_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_good_canary_goes_through_and_a_failing_or_slow_one_is_aborted_at_its_first_step() {
+    let (serve, router) = binaries();
+    let root = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let said = Arc::new(Mutex::new(Vec::new()));
+    let port = stable_port();
+    let d = deployer(root.path(), port, said.clone());
+    let _cleanup = Cleanup(root.path().to_path_buf());
+    let url = format!("http://127.0.0.1:{port}/predict");
+    let first = model(models.path(), "first", 120, false);
+    let v1 = d.deploy("production", &candidate(&serve, &router, &first, "aaaa0001")).await.unwrap();
+    assert_eq!(v1.exit_code, 0, "{:?}", said.lock().unwrap());
+    assert!(v1.events[0].analysis.is_empty(), "the first release has nothing to be a canary beside");
+
+    // A good release (another model, the same behaviour) under load: every step passes and no
+    // request fails.
+    let second = model(models.path(), "second", 130, false);
+    let load = Load::start(url.clone(), 4);
+    let good = d.deploy("production", &candidate(&serve, &router, &second, "bbbb0002")).await.unwrap();
+    let stats = load.stop().await;
+    let steps = &good.events[0].analysis;
+    assert_eq!((good.exit_code, good.events[0].outcome), (0, Outcome::Live), "{:?}", said.lock().unwrap());
+    assert_eq!(
+        steps.iter().map(|s| (s.weight, s.verdict)).collect::<Vec<_>>(),
+        [(20, Verdict::Successful), (50, Verdict::Successful)]
+    );
+    assert!(steps.iter().all(|s| s.candidate.requests >= 20 && s.stable.requests > 0), "{steps:?}");
+    assert_eq!(stats.failed, 0, "a good canary fails no request: {:?}", &stats.failures[..stats.failures.len().min(5)]);
+    println!("good canary: {} requests, 0 failed; steps {steps:?}", stats.ok);
+
+    // A release that fails a fifth of its requests, and one that adds 50 ms: each is aborted at
+    // its first step, stable keeps serving, and only the canary's share failed.
+    for (fault, metric) in [("errors", "error rate"), ("slow", "p99 latency")] {
+        let bad = faulty_server(models.path(), &serve, fault);
+        let load = Load::start(url.clone(), 4);
+        let r = d
+            .deploy("production", &candidate(&bad, &router, &second, &format!("cccc000{}", fault.len())))
+            .await
+            .unwrap();
+        let stats = load.stop().await;
+        let e = &r.events[0];
+        assert_eq!((r.exit_code, e.outcome), (1, Outcome::Rejected), "{fault}: {:?}", said.lock().unwrap());
+        assert_eq!(e.analysis.len(), 1, "{fault}: aborted at the first step: {:?}", e.analysis);
+        let step = &e.analysis[0];
+        assert_eq!((step.weight, step.verdict), (20, Verdict::Failed));
+        assert!(step.reason.contains(metric), "{fault}: {}", step.reason);
+        assert_eq!(step.thresholds.max_error_rate, 0.01, "the ledger keeps the thresholds");
+        // Every failed request was one of the canary's: about a fifth of what it got in its one
+        // step (a few more arrive between the router's readings and the abort).
+        let failed = stats.failed as u64;
+        let bound = step.candidate.requests / 5 + 10;
+        assert!(
+            failed >= step.candidate.errors && failed <= bound,
+            "{fault}: {failed} failed, bound {bound}: {:?}",
+            &stats.failures[..stats.failures.len().min(5)]
+        );
+        assert!(step.candidate.requests < (stats.ok + stats.failed) as u64 / 2, "the canary had a minority share");
+        println!(
+            "{fault} canary: aborted after {:.1} s at {}%: {} of {} requests failed ({} to the canary); {}",
+            step.seconds,
+            step.weight,
+            stats.failed,
+            stats.ok + stats.failed,
+            step.candidate.requests,
+            step.reason
+        );
+        let served = deploy::http::send(
+            "POST",
+            &url,
+            Some(r#"{"text":"a good film"}"#.into()),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            served.header("x-model-digest"),
+            Some(format!("blake3:{}", blake3::hash(&std::fs::read(&second).unwrap()).to_hex()))
+        );
+    }
+    d.stop("production").await.unwrap();
+}
