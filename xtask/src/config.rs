@@ -36,6 +36,8 @@ impl Config {
             kubernetes: None,
             strategy: Default::default(),
             canary: None,
+            shadow: None,
+            watch: None,
         };
         [("staging".to_string(), env(18080)), ("production".to_string(), env(18081))].into_iter().collect()
     }

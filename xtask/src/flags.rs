@@ -74,12 +74,45 @@ pub enum Cmd {
     Releases(ReleasesArgs),
     /// Stop what the local and docker targets run for an environment
     Stop(StopArgs),
+    /// Watch what is live on an environment against its rollback criteria (errors, p99 against
+    /// the previous release, predicted labels against the holdout's) and roll back on a breach
+    Watch(WatchArgs),
     /// Where a release, image, model or commit came from and where it went: data, train run,
     /// validation, image, releases (a data file's digest gives the releases trained on it)
     Trace(TraceArgs),
     /// Rebuild reports/run.html (the last `ci` run: stages, data gate, validation, image,
     /// staging) from reports/run.json and what the stages left
     Report,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct WatchArgs {
+    /// The environment, e.g. `production`
+    pub env: String,
+    /// How long: `600`, `90s`, `10m` or `1h` [default: the environment's `[watch] seconds`]
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+}
+
+/// `600`, `90s`, `10m`, `1h` as seconds.
+pub fn seconds(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: f64 = number.trim().parse().map_err(|_| format!("`{t}` is not a duration: use 600, 90s, 10m or 1h"))?;
+    let scale = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("`{t}`: the unit is s, m or h")),
+    };
+    let s = n * scale;
+    if !(s.is_finite() && (0.0..=86_400.0).contains(&s)) {
+        return Err(format!("`{t}`: a watch lasts 0 to 24 hours"));
+    }
+    Ok(s)
 }
 
 #[derive(Args, Clone, Debug)]
@@ -204,4 +237,18 @@ pub struct StatusArgs {
     /// Print the status as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_as_seconds_or_are_refused() {
+        assert_eq!(super::seconds("600"), Ok(600.0));
+        assert_eq!(super::seconds("90s"), Ok(90.0));
+        assert_eq!(super::seconds("10m"), Ok(600.0));
+        assert_eq!(super::seconds("1h"), Ok(3600.0));
+        for bad in ["", "ten", "5d", "-1m", "25h", "1e400"] {
+            assert!(super::seconds(bad).is_err(), "{bad:?}");
+        }
+    }
 }

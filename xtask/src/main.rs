@@ -82,6 +82,7 @@ fn dispatch(flags: &Flags, root: &std::path::Path, env: &Env) -> anyhow::Result<
         Cmd::Rollback(args) => release::rollback_cmd(root, env, args),
         Cmd::Releases(args) => release::releases_cmd(root, env, args),
         Cmd::Stop(args) => release::stop_cmd(root, env, args),
+        Cmd::Watch(args) => release::watch_cmd(root, env, args),
         Cmd::Trace(args) => lineage::run(root, env, &args.thing, args.json),
         Cmd::Report => report::rebuild(root, env),
     }

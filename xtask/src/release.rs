@@ -60,6 +60,12 @@ pub fn candidate(root: &Path, env: &Env, git_sha: &str) -> Result<Candidate> {
         files.push(("image.tar".to_string(), root.join(IMAGE_ARCHIVE)));
         files.push(("provenance.intoto.json".to_string(), root.join(IMAGE_PROVENANCE)));
     }
+    // The release carries the validation it passed: a watch compares the labels it predicts
+    // with the holdout's.
+    let validation = root.join(crate::paths::VALIDATION_REPORT);
+    if validation.is_file() {
+        files.push(("validation_report.json".to_string(), validation));
+    }
     let config = config::load(root)?;
     let config_json = serde_json::to_vec(&config.environments())?;
     Ok(Candidate {
@@ -148,6 +154,23 @@ pub fn promote_cmd(root: &Path, env: &Env, args: &PromoteArgs) -> Result<u8> {
     let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
     let approval = approval(&d, args)?;
     let report = run(d.until_signal(&args.env, d.promote(&args.from, &args.env, approval)))?;
+    let code = finish(root, env, &report)?;
+    // What went live is watched for as long as the environment asks, and rolled back on a breach.
+    let watch = config::load(root)?.environments().get(&args.env).and_then(|e| e.watch.clone());
+    match watch.filter(|w| code == 0 && w.seconds > 0.0) {
+        Some(w) => finish(root, env, &run(d.watch(&args.env, &w))?),
+        None => Ok(code),
+    }
+}
+
+/// `cargo xtask watch ENV [--for 10m]`.
+pub fn watch_cmd(root: &Path, env: &Env, args: &crate::flags::WatchArgs) -> Result<u8> {
+    let mut watch = config::load(root)?.environments().get(&args.env).and_then(|e| e.watch.clone()).unwrap_or_default();
+    if let Some(d) = &args.duration {
+        watch.seconds = crate::flags::seconds(d).map_err(anyhow::Error::msg)?;
+    }
+    let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
+    let report = run(d.watch(&args.env, &watch))?;
     finish(root, env, &report)
 }
 

@@ -19,6 +19,69 @@ pub enum Strategy {
     BlueGreen,
     /// Smoke tests, then the canary steps, then every request.
     Canary,
+    /// Smoke tests, then a copy of live predictions to the candidate, whose answers are
+    /// compared with the live ones and dropped; then, if it agreed, every request at once.
+    ShadowThenBlueGreen,
+}
+
+/// `[environments.NAME.shadow]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Percent of live `POST /predict` requests mirrored, 1 to 100.
+    pub share: u8,
+    /// How long the shadow runs before it is judged.
+    pub seconds: f64,
+    /// The least share of compared rows whose label must be the live release's.
+    pub min_agreement: f64,
+    /// The most the class probabilities may differ from the live ones, on average per row.
+    pub max_probability_diff: f64,
+    /// Its errors, latency and the requests a verdict needs, as for a canary step.
+    pub analysis: Thresholds,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> ShadowConfig {
+        ShadowConfig {
+            share: 100,
+            seconds: 60.0,
+            min_agreement: 0.9,
+            max_probability_diff: 0.1,
+            analysis: Thresholds::default(),
+        }
+    }
+}
+
+impl ShadowConfig {
+    /// Checks the settings before any is used.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=100).contains(&self.share) {
+            return Err(format!("share is 1 to 100 (got {})", self.share));
+        }
+        if !(self.seconds.is_finite() && (0.0..=MAX_PAUSE_SECONDS).contains(&self.seconds)) {
+            return Err(format!("seconds is 0 to {MAX_PAUSE_SECONDS}"));
+        }
+        let share = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+        if !share(self.min_agreement) || !share(self.max_probability_diff) {
+            return Err("min_agreement and max_probability_diff are from 0 to 1".into());
+        }
+        CanaryConfig { steps: vec![Step { weight: 1, pause_seconds: 0.0 }], analysis: self.analysis.clone() }.check()
+    }
+}
+
+/// How a shadow's predictions compared with the live ones.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    /// Rows compared.
+    pub rows: u64,
+    /// Of them, rows with the live label.
+    pub agreed: u64,
+    /// `agreed / rows`.
+    pub share: f64,
+    /// The mean over rows of the mean absolute difference of class probabilities.
+    pub mean_probability_diff: f64,
+    /// Mirrored requests the shadow gave no comparable answer to.
+    pub unanswered: u64,
 }
 
 /// `[environments.NAME.canary]`.
@@ -158,7 +221,10 @@ pub enum Verdict {
 /// One step as the ledger keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepAnalysis {
-    /// The share of requests the candidate got.
+    /// `canary`, or `shadow` (the candidate saw copies; users saw only live answers).
+    #[serde(default = "canary_kind")]
+    pub kind: String,
+    /// The share of requests the candidate got (or was sent copies of).
     pub weight: u8,
     /// How long the step lasted.
     pub seconds: f64,
@@ -168,6 +234,15 @@ pub struct StepAnalysis {
     pub candidate: Observed,
     pub stable: Observed,
     pub thresholds: Thresholds,
+    /// A shadow's agreement with live, and the least it had to reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<Agreement>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_agreement: Option<f64>,
+}
+
+fn canary_kind() -> String {
+    "canary".into()
 }
 
 /// Counters of the router's `/metrics`, by backend: requests, errors and the cumulative
@@ -182,6 +257,10 @@ struct Counters {
     requests: u64,
     errors: u64,
     buckets: Vec<(f64, u64)>,
+    rows: u64,
+    agreed: u64,
+    diff: f64,
+    unanswered: u64,
 }
 
 /// The most lines of `/metrics` read, and the most backends kept.
@@ -211,6 +290,12 @@ impl Reading {
             match name {
                 "slipway_router_requests_total" => c.requests = value.parse().unwrap_or(0),
                 "slipway_router_errors_total" => c.errors = value.parse().unwrap_or(0),
+                "slipway_router_shadow_rows_total" => c.rows = value.parse().unwrap_or(0),
+                "slipway_router_shadow_agreed_total" => c.agreed = value.parse().unwrap_or(0),
+                "slipway_router_shadow_probability_diff_sum" => {
+                    c.diff = value.parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0).unwrap_or(0.0);
+                }
+                "slipway_router_shadow_unanswered_total" => c.unanswered = value.parse().unwrap_or(0),
                 "slipway_router_request_duration_seconds_bucket" => {
                     let le = match label("le") {
                         Some("+Inf") => f64::INFINITY,
@@ -258,6 +343,64 @@ impl Reading {
             p99_ms,
         }
     }
+}
+
+impl Reading {
+    /// How the shadow `backend` agreed with live between `before` and this reading.
+    pub fn agreement_since(&self, before: &Reading, backend: &str) -> Agreement {
+        let now = self.backends.get(backend).cloned().unwrap_or_default();
+        let then = before.backends.get(backend).cloned().unwrap_or_default();
+        let rows = now.rows.saturating_sub(then.rows);
+        let agreed = now.agreed.saturating_sub(then.agreed).min(rows);
+        let diff = (now.diff - then.diff).max(0.0);
+        Agreement {
+            rows,
+            agreed,
+            share: if rows == 0 { 0.0 } else { agreed as f64 / rows as f64 },
+            mean_probability_diff: if rows == 0 { 0.0 } else { (diff / rows as f64).min(1.0) },
+            unanswered: now.unanswered.saturating_sub(then.unanswered),
+        }
+    }
+}
+
+/// Judges a shadow: its own errors and latency as a canary step's, then its agreement with
+/// the live answers on the same requests.
+pub fn judge_shadow(candidate: &Observed, stable: &Observed, a: &Agreement, c: &ShadowConfig) -> (Verdict, String) {
+    let (verdict, reason) = judge(candidate, stable, &c.analysis);
+    if verdict != Verdict::Successful {
+        return (verdict, reason);
+    }
+    if a.rows < c.analysis.min_requests {
+        return (
+            Verdict::Inconclusive,
+            format!("{} rows compared, fewer than the {} a verdict needs", a.rows, c.analysis.min_requests),
+        );
+    }
+    if a.share < c.min_agreement {
+        return (
+            Verdict::Failed,
+            format!(
+                "agreement {:.3} ({} of {} rows) is below min_agreement {}",
+                a.share, a.agreed, a.rows, c.min_agreement
+            ),
+        );
+    }
+    if a.mean_probability_diff > c.max_probability_diff {
+        return (
+            Verdict::Failed,
+            format!(
+                "mean probability difference {:.4} is above max_probability_diff {}",
+                a.mean_probability_diff, c.max_probability_diff
+            ),
+        );
+    }
+    (
+        Verdict::Successful,
+        format!(
+            "agreement {:.3} over {} rows, mean probability difference {:.4}; {reason}",
+            a.share, a.rows, a.mean_probability_diff
+        ),
+    )
 }
 
 /// Judges a step: the candidate's error rate and p99 (absolute, and against stable's), once it

@@ -36,6 +36,12 @@ pub struct EnvConfig {
     /// The canary's steps and analysis (`strategy = "canary"`); the defaults when absent.
     #[serde(default)]
     pub canary: Option<crate::canary::CanaryConfig>,
+    /// The shadow's share, length and gate (`strategy = "shadow-then-blue-green"`).
+    #[serde(default)]
+    pub shadow: Option<crate::canary::ShadowConfig>,
+    /// What `promote` and `watch` hold the live release to, and for how long.
+    #[serde(default)]
+    pub watch: Option<crate::watch::WatchConfig>,
 }
 
 impl EnvConfig {
@@ -53,13 +59,19 @@ impl EnvConfig {
         if self.target == TargetKind::Kubernetes && self.kubernetes.is_none() {
             return Err(format!("environment {name} uses kubernetes but has no [environments.{name}.kubernetes]"));
         }
-        if self.strategy == crate::canary::Strategy::Canary && self.target == TargetKind::Kubernetes {
+        if self.strategy != crate::canary::Strategy::BlueGreen && self.target == TargetKind::Kubernetes {
             return Err(format!(
                 "environment {name}: the kubernetes target releases blue-green only (README says why); use strategy = \"blue-green\""
             ));
         }
         if let Some(c) = &self.canary {
             c.check().map_err(|e| format!("[environments.{name}.canary]: {e}"))?;
+        }
+        if let Some(c) = &self.shadow {
+            c.check().map_err(|e| format!("[environments.{name}.shadow]: {e}"))?;
+        }
+        if let Some(c) = &self.watch {
+            c.check().map_err(|e| format!("[environments.{name}.watch]: {e}"))?;
         }
         self.smoke.check().map_err(|e| format!("[environments.{name}.smoke]: {e}"))
     }
@@ -87,6 +99,13 @@ pub struct Candidate {
 pub(crate) struct Seen {
     smoke: Vec<SmokeCheck>,
     analysis: Vec<crate::canary::StepAnalysis>,
+}
+
+impl Seen {
+    /// A record of why something was decided, with no smoke tests.
+    pub(crate) fn because(step: crate::canary::StepAnalysis) -> Seen {
+        Seen { smoke: Vec::new(), analysis: vec![step] }
+    }
 }
 
 impl From<Vec<SmokeCheck>> for Seen {
@@ -146,7 +165,29 @@ impl Deployer {
     }
 
     /// Reads the ledger, saying which entries are skipped as corrupt.
-    async fn read_ledger(&self) -> Result<ledger::Read, DeployError> {
+    /// The router that serves `env`, as its state file names it; an error when none runs.
+    pub(crate) fn router_of(&self, env: &str) -> Result<Router, DeployError> {
+        let file = target::env_dir(&self.root, env).join("router.json");
+        std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Router>(&b).ok())
+            .ok_or_else(|| DeployError::NothingLive { env: env.into() })
+    }
+
+    /// Puts `release` on `env` as `kind`, under the environment's lock (an automatic rollback).
+    pub(crate) async fn rollback_to(
+        &self,
+        env: &str,
+        release: Release,
+        kind: EventKind,
+    ) -> Result<Report, DeployError> {
+        let lock = lock::acquire(&self.remote, env, &self.who).await?;
+        self.reconcile(env).await?;
+        let events = self.read_ledger().await?.events;
+        self.put_live(env, release, kind, None, &events, Some(&lock)).await
+    }
+
+    pub(crate) async fn read_ledger(&self) -> Result<ledger::Read, DeployError> {
         let read = self.ledger().read().await?;
         for bad in &read.corrupt {
             (self.say)(&format!("warning: skipping a ledger entry that cannot be used: {bad}"));
@@ -272,9 +313,21 @@ impl Deployer {
         }
         held()?;
         let mut analysis = Vec::new();
-        if config.strategy == crate::canary::Strategy::Canary {
-            let plan = config.canary.clone().unwrap_or_default();
-            let passed = self.canary(env, &router, &candidate, &plan, &mut analysis).await;
+        // A rollback puts back what already served: at once, never through a canary or shadow.
+        let gradual = matches!(kind, EventKind::Deploy | EventKind::Promote);
+        if gradual && config.strategy != crate::canary::Strategy::BlueGreen {
+            let passed = match config.strategy {
+                crate::canary::Strategy::Canary => {
+                    let plan = config.canary.clone().unwrap_or_default();
+                    self.canary(env, &router, &candidate, &plan, &mut analysis).await
+                }
+                _ => {
+                    let plan = config.shadow.clone().unwrap_or_default();
+                    let judged = self.shadow(env, &router, &candidate, &plan, &mut analysis).await;
+                    let cleared = router.clear_shadow().await.map_err(DeployError::Target);
+                    judged.and_then(|ok| cleared.map(|()| ok))
+                }
+            };
             if !matches!(passed, Ok(true)) {
                 // Abort: every request back to stable, the candidate stopped, the steps kept.
                 let cleared = router.clear_canary().await;
@@ -285,7 +338,10 @@ impl Deployer {
                 let event = self.record(env, &release, kind, Outcome::Rejected, &previous, approval, seen).await?;
                 self.finished(env);
                 let why = event.analysis.last().map_or(String::new(), |a| format!(": {}", a.reason));
-                (self.say)(&format!("{env}: the canary of {} was aborted{why}; {env} is unchanged", release.version));
+                (self.say)(&format!(
+                    "{env}: {} was refused before the switch{why}; {env} is unchanged",
+                    release.version
+                ));
                 return Ok(Report { events: vec![event], exit_code: 1 });
             }
             held()?;
@@ -328,63 +384,6 @@ impl Deployer {
         Ok(Report { events: vec![failed, restored], exit_code: 1 })
     }
 
-    /// The canary steps: a share of live requests to `candidate`, then an analysis of each step
-    /// against stable over the same time. `Ok(false)` when a step failed (or stayed
-    /// inconclusive where that fails); every step is pushed onto `analysis`.
-    async fn canary(
-        &self,
-        env: &str,
-        router: &Router,
-        candidate: &Backend,
-        plan: &crate::canary::CanaryConfig,
-        analysis: &mut Vec<crate::canary::StepAnalysis>,
-    ) -> Result<bool, DeployError> {
-        use crate::canary::{Inconclusive, MAX_WAITS, StepAnalysis, Verdict, judge, pause};
-        let Some(stable) = router.backend().await.map_err(DeployError::Target)? else {
-            (self.say)(&format!("{env}: nothing is live yet, so the first release takes every request at once"));
-            return Ok(true);
-        };
-        let (stable, name) = (stable.to_string(), candidate.addr.to_string());
-        for step in &plan.steps {
-            router.set_canary(candidate.addr, step.weight).await.map_err(DeployError::Target)?;
-            let mut waits = 0;
-            loop {
-                let before = router.reading().await.map_err(DeployError::Target)?;
-                let started = std::time::Instant::now();
-                tokio::time::sleep(pause(step)).await;
-                let after = router.reading().await.map_err(DeployError::Target)?;
-                let (c, s) = (after.since(&before, &name), after.since(&before, &stable));
-                let (verdict, reason) = judge(&c, &s, &plan.analysis);
-                let ms = |p: Option<f64>| p.map_or("-".to_string(), |p| format!("{p:.1} ms"));
-                (self.say)(&format!(
-                    "{env}: canary {}%: {} requests, error rate {:.3}, p99 {} (stable: {} requests, p99 {}): {}: {reason}",
-                    step.weight,
-                    c.requests,
-                    c.error_rate,
-                    ms(c.p99_ms),
-                    s.requests,
-                    ms(s.p99_ms),
-                    serde_json::to_value(verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-                ));
-                analysis.push(StepAnalysis {
-                    weight: step.weight,
-                    seconds: started.elapsed().as_secs_f64(),
-                    verdict,
-                    reason,
-                    candidate: c,
-                    stable: s,
-                    thresholds: plan.analysis.clone(),
-                });
-                match (verdict, plan.analysis.inconclusive) {
-                    (Verdict::Successful, _) | (Verdict::Inconclusive, Inconclusive::Pass) => break,
-                    (Verdict::Inconclusive, Inconclusive::Wait) if waits < MAX_WAITS => waits += 1,
-                    _ => return Ok(false),
-                }
-            }
-        }
-        Ok(true)
-    }
-
     /// Switches the router to `candidate`; returns the backend it replaced. With an intent,
     /// records right after the switch that it happened.
     async fn switch(
@@ -396,6 +395,10 @@ impl Deployer {
     ) -> Result<Option<Backend>, DeployError> {
         let dir = target::env_dir(&self.root, env);
         let old = live_backend(&dir);
+        // The router keeps what it saw of the old backend: a watch compares the new one with it.
+        if let Some(o) = &old {
+            let _ = std::fs::write(dir.join("previous-backend"), o.addr.to_string());
+        }
         if let target::Switched::Undrained(said) = router.switch(candidate.addr).await.map_err(DeployError::Target)? {
             (self.say)(&format!("warning: {env}: {said}"));
         }

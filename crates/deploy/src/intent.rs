@@ -186,6 +186,7 @@ impl Deployer {
                 // A canary share to a candidate that is about to stop goes back to stable.
                 if let Some(router) = &router {
                     let _ = router.clear_canary().await;
+                    let _ = router.clear_shadow().await;
                 }
                 if candidate_serving && let Some(router) = &router {
                     done.push(self.put_previous_back(env, &intent, router).await?);

@@ -13,10 +13,12 @@ pub mod ledger;
 pub mod lock;
 pub mod names;
 pub mod notify;
+mod progressive;
 /// The router, a crate of its own (`crates/router`) so that the release build needs no S3 client.
 pub use ::router;
 pub mod smoke;
 pub mod target;
+pub mod watch;
 
 pub use flow::{Candidate, Deployer, EnvConfig, Report};
 pub use intent::Phase;

@@ -3,8 +3,15 @@
 //! path, a key, a process argument or a manifest field: the remote is shared and not trusted.
 
 /// The files a release may hold, by name. Nothing else is laid out in a release directory.
-pub const RELEASE_FILES: &[&str] =
-    &["slipway-serve", "slipway-router", "libonnxruntime.so", "model.onnx", "image.tar", "provenance.intoto.json"];
+pub const RELEASE_FILES: &[&str] = &[
+    "slipway-serve",
+    "slipway-router",
+    "libonnxruntime.so",
+    "model.onnx",
+    "image.tar",
+    "provenance.intoto.json",
+    "validation_report.json",
+];
 
 /// A BLAKE3 (or SHA-256) digest in lowercase hex: 64 characters.
 pub fn is_hex64(s: &str) -> bool {

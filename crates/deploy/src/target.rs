@@ -447,6 +447,24 @@ impl Router {
         Ok(())
     }
 
+    /// Mirrors `share` percent of live predictions to `shadow`, whose answers are only compared.
+    pub async fn set_shadow(&self, shadow: SocketAddr, share: u8) -> Result<()> {
+        let r = self.admin("PUT", "/shadow", Some(format!("{shadow} {share}")), Duration::from_secs(5)).await?;
+        if r.status != 200 {
+            bail!("the router refused the shadow: HTTP {} {}", r.status, r.text());
+        }
+        Ok(())
+    }
+
+    /// Mirrors nothing any more.
+    pub async fn clear_shadow(&self) -> Result<()> {
+        let r = self.admin("DELETE", "/shadow", None, Duration::from_secs(5)).await?;
+        if r.status != 200 {
+            bail!("the router kept the shadow: HTTP {} {}", r.status, r.text());
+        }
+        Ok(())
+    }
+
     /// What it saw of each backend so far.
     pub async fn reading(&self) -> Result<crate::canary::Reading> {
         let r = self.admin("GET", "/metrics", None, Duration::from_secs(5)).await?;

@@ -85,6 +85,8 @@ fn deployer(root: &Path, port: u16, said: Arc<Mutex<Vec<String>>>) -> Deployer {
         kubernetes: None,
         strategy: Strategy::Canary,
         canary: Some(canary),
+        shadow: None,
+        watch: None,
     };
     Deployer {
         root: root.to_path_buf(),
@@ -178,5 +180,215 @@ async fn a_good_canary_goes_through_and_a_failing_or_slow_one_is_aborted_at_its_
             Some(format!("blake3:{}", blake3::hash(&std::fs::read(&second).unwrap()).to_hex()))
         );
     }
+    d.stop("production").await.unwrap();
+}
+
+/// Live traffic of both kinds of review, counting what answered it.
+struct Reviews {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(usize, usize, std::collections::BTreeSet<String>)>>,
+}
+
+impl Reviews {
+    fn start(url: &str, clients: usize) -> Reviews {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|i| {
+                let (stop, url) = (stop.clone(), url.to_string());
+                tokio::spawn(async move {
+                    let (mut ok, mut failed, mut digests) = (0, 0, std::collections::BTreeSet::new());
+                    let texts = [r#"{"text":"a wonderful and moving film"}"#, r#"{"text":"a dull and boring film"}"#];
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+                    let mut n = i;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                        n += 1;
+                        let body = Some(texts[n % 2].to_string());
+                        match deploy::http::send("POST", &url, body, std::time::Duration::from_secs(10)).await {
+                            Ok(r) if r.status == 200 => {
+                                ok += 1;
+                                digests.extend(r.header("x-model-digest"));
+                            }
+                            _ => failed += 1,
+                        }
+                    }
+                    (ok, failed, digests)
+                })
+            })
+            .collect();
+        Reviews { stop, tasks }
+    }
+
+    async fn stop(self) -> (usize, usize, std::collections::BTreeSet<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut total = (0, 0, std::collections::BTreeSet::new());
+        for t in self.tasks {
+            let (ok, failed, digests) = t.await.unwrap();
+            total.0 += ok;
+            total.1 += failed;
+            total.2.extend(digests);
+        }
+        total
+    }
+}
+
+/// A model that calls every review fresh: it passes a smoke set that checks only a good review,
+/// and disagrees with the live model on every bad one.
+fn always_fresh(dir: &Path) -> PathBuf {
+    let words = ["wonderful", "moving", "brilliant", "dull", "lifeless", "boring"];
+    let mut csv = String::from("text,label\n");
+    for i in 0..120 {
+        csv.push_str(&format!(
+            "a {} and {} film,{}\n",
+            words[i % 6],
+            words[(i / 6) % 6],
+            if i % 7 == 0 { "rotten" } else { "fresh" }
+        ));
+    }
+    let data = dir.join("always-fresh.csv");
+    std::fs::write(&data, csv).unwrap();
+    let out = dir.join("always-fresh.onnx");
+    let python = crate::fixture::train_env().join("bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../training/build_test_models.py");
+    let sh = xshell::Shell::new().unwrap();
+    xshell::cmd!(sh, "{python} {script} --kind text --data {data} --out {out}").quiet().ignore_stderr().run().unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shadow_refuses_a_model_that_disagrees_before_any_user_sees_it_and_passes_a_rebuilt_one() {
+    let (serve, router) = binaries();
+    let root = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let said = Arc::new(Mutex::new(Vec::new()));
+    let port = stable_port();
+    let mut d = deployer(root.path(), port, said.clone());
+    let env = d.envs.get_mut("production").unwrap();
+    env.strategy = Strategy::ShadowThenBlueGreen;
+    env.smoke.cases = vec![deploy::SmokeCase::text("a wonderful, moving film with a brilliant cast", "fresh")];
+    env.shadow = Some(deploy::canary::ShadowConfig {
+        share: 100,
+        seconds: 3.0,
+        analysis: Thresholds { p99_slack_ms: 25.0, ..Thresholds::default() },
+        ..deploy::canary::ShadowConfig::default()
+    });
+    let _cleanup = Cleanup(root.path().to_path_buf());
+    let url = format!("http://127.0.0.1:{port}/predict");
+    let live = model(models.path(), "live", 120, false);
+    assert_eq!(d.deploy("production", &candidate(&serve, &router, &live, "aaaa0001")).await.unwrap().exit_code, 0);
+    let live_digest = format!("blake3:{}", blake3::hash(&std::fs::read(&live).unwrap()).to_hex());
+
+    let biased = always_fresh(models.path());
+    let load = Reviews::start(&url, 4);
+    let r = d.deploy("production", &candidate(&serve, &router, &biased, "bbbb0002")).await.unwrap();
+    let (ok, failed, digests) = load.stop().await;
+    let e = &r.events[0];
+    assert_eq!((r.exit_code, e.outcome), (1, Outcome::Rejected), "{:?}", said.lock().unwrap());
+    let step = &e.analysis[0];
+    assert_eq!((step.kind.as_str(), step.verdict), ("shadow", Verdict::Failed), "{step:?}");
+    let agreement = step.agreement.clone().unwrap();
+    assert!(agreement.share < 0.9 && agreement.rows >= 20, "{agreement:?}");
+    assert!(step.reason.contains("below min_agreement 0.9"), "{}", step.reason);
+    assert_eq!(failed, 0, "mirroring failed no live request");
+    assert_eq!(digests, [live_digest.clone()].into(), "every user saw only the live model's answers");
+    println!(
+        "biased shadow: refused with agreement {:.3} over {} rows; {ok} live requests, 0 failed",
+        agreement.share, agreement.rows
+    );
+
+    // The same model rebuilt (the same bytes, a server binary that differs by a byte): 1.0.
+    let rebuilt = models.path().join("slipway-serve-rebuilt");
+    let mut bytes = std::fs::read(&serve).unwrap();
+    bytes.push(0);
+    std::fs::write(&rebuilt, bytes).unwrap();
+    std::fs::set_permissions(&rebuilt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let load = Reviews::start(&url, 4);
+    let r = d.deploy("production", &candidate(&rebuilt, &router, &live, "cccc0003")).await.unwrap();
+    let (_, failed, _) = load.stop().await;
+    let step = &r.events[0].analysis[0];
+    assert_eq!(
+        (r.exit_code, r.events[0].outcome, step.verdict),
+        (0, Outcome::Live, Verdict::Successful),
+        "{:?}",
+        said.lock().unwrap()
+    );
+    let agreement = step.agreement.clone().unwrap();
+    assert_eq!((agreement.share, agreement.agreed), (1.0, agreement.rows), "{agreement:?}");
+    assert!(agreement.mean_probability_diff < 1e-6, "{agreement:?}");
+    assert_eq!(failed, 0);
+    println!("rebuilt shadow: agreement {:.3} over {} rows", agreement.share, agreement.rows);
+    d.stop("production").await.unwrap();
+}
+
+/// A validation report whose holdout is half fresh, half rotten.
+fn balanced_report(dir: &Path) -> PathBuf {
+    let path = dir.join("validation_report.json");
+    let report = r#"{"classification":{"per_class":{"fresh":{"support":50},"rotten":{"support":50}}}}"#;
+    std::fs::write(&path, report).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_keeps_a_release_that_holds_up_and_rolls_back_one_whose_labels_drift() {
+    let (serve, router) = binaries();
+    let root = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let said = Arc::new(Mutex::new(Vec::new()));
+    let port = stable_port();
+    let mut d = deployer(root.path(), port, said.clone());
+    let env = d.envs.get_mut("production").unwrap();
+    env.strategy = Strategy::BlueGreen;
+    env.smoke.cases = vec![deploy::SmokeCase::text("a wonderful, moving film with a brilliant cast", "fresh")];
+    let watch = deploy::watch::WatchConfig {
+        seconds: 4.0,
+        interval_seconds: 1.0,
+        min_requests: 30,
+        p99_slack_ms: 25.0,
+        ..Default::default()
+    };
+    let _cleanup = Cleanup(root.path().to_path_buf());
+    let url = format!("http://127.0.0.1:{port}/predict");
+    let with_report = |mut c: deploy::Candidate| {
+        c.files.push(("validation_report.json".into(), balanced_report(models.path())));
+        c
+    };
+    let live = model(models.path(), "live", 120, false);
+    let first = d.deploy("production", &with_report(candidate(&serve, &router, &live, "aaaa0001"))).await.unwrap();
+    assert_eq!(first.exit_code, 0);
+    let load = Reviews::start(&url, 4);
+    let held = d.watch("production", &watch).await.unwrap();
+    load.stop().await;
+    assert_eq!((held.exit_code, held.events.len()), (0, 0), "{:?}", said.lock().unwrap());
+
+    let biased = always_fresh(models.path());
+    let second = d.deploy("production", &with_report(candidate(&serve, &router, &biased, "bbbb0002"))).await.unwrap();
+    assert_eq!(second.exit_code, 0, "the biased model passes a smoke set of one good review");
+    let load = Reviews::start(&url, 4);
+    let watched = d.watch("production", &watch).await.unwrap();
+    let (_, failed, _) = load.stop().await;
+    assert_eq!(watched.exit_code, 1, "{:?}", said.lock().unwrap());
+    let kinds: Vec<(deploy::EventKind, Outcome, &str)> =
+        watched.events.iter().map(|e| (e.kind, e.outcome, e.release.version.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (deploy::EventKind::AutoRollback, Outcome::RolledBack, "v2"),
+            (deploy::EventKind::AutoRollback, Outcome::Live, "v1")
+        ]
+    );
+    let why = &watched.events[0].analysis[0];
+    assert!(why.kind == "watch" && why.reason.contains("PSI") && why.reason.contains("max_psi 0.25"), "{}", why.reason);
+    println!("drift watch: {}; {failed} live requests failed during it", why.reason);
+    let served = deploy::http::send(
+        "POST",
+        &url,
+        Some(r#"{"text":"a dull and boring film"}"#.into()),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        served.header("x-model-digest"),
+        Some(format!("blake3:{}", blake3::hash(&std::fs::read(&live).unwrap()).to_hex()))
+    );
     d.stop("production").await.unwrap();
 }

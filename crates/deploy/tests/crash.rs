@@ -40,6 +40,8 @@ fn deployer(plan: &Plan) -> Deployer {
         kubernetes: None,
         strategy: Default::default(),
         canary: None,
+        shadow: None,
+        watch: None,
     };
     Deployer {
         root: plan.root.clone(),

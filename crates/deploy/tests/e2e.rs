@@ -38,6 +38,8 @@ impl World {
             kubernetes: None,
             strategy: Default::default(),
             canary: None,
+            shadow: None,
+            watch: None,
         };
         let envs =
             [("staging".to_string(), env(0.2)), ("production".to_string(), env(production_soak))].into_iter().collect();

@@ -177,3 +177,23 @@ async fn a_canary_gets_its_share_and_the_metrics_tell_the_backends_apart() {
         assert_eq!(r.text(), "stable");
     }
 }
+
+#[test]
+fn comparing_answers_counts_rows_labels_and_probability_differences() {
+    use deploy::router::compare;
+    let a = r#"{"label":"fresh","probabilities":{"fresh":0.8,"rotten":0.2}}"#;
+    let b = r#"{"label":"rotten","probabilities":{"fresh":0.4,"rotten":0.6}}"#;
+    assert_eq!(compare(a.as_bytes(), a.as_bytes()), Some((1, 1, 0.0)));
+    let (rows, agreed, diff) = compare(a.as_bytes(), b.as_bytes()).unwrap();
+    assert_eq!((rows, agreed), (1, 0));
+    assert!((diff - 0.4).abs() < 1e-9, "{diff}");
+    let batch = |x: &str, y: &str| format!(r#"{{"predictions":[{x},{y}]}}"#);
+    assert_eq!(compare(batch(a, b).as_bytes(), batch(a, b).as_bytes()), Some((2, 2, 0.0)));
+    assert_eq!(
+        compare(batch(a, b).as_bytes(), a.as_bytes()).map(|c| c.1),
+        Some(0),
+        "rows that do not line up agree on nothing"
+    );
+    assert_eq!(compare(b"not json", a.as_bytes()), None);
+    assert_eq!(compare(a.as_bytes(), br#"{"predictions": 3}"#), None);
+}

@@ -6,8 +6,11 @@
 //! `GET /backend`, `PUT /backend` (body: `host:port`; answers once the old backend is drained),
 //! `PUT /canary` (body: `host:port WEIGHT`: that percentage of requests goes to a candidate),
 //! `DELETE /canary` (all back to the backend; answers once the candidate is drained),
-//! `GET /metrics` (per backend: requests, errors, latency, in Prometheus' format) and
-//! `POST /shutdown`. Each forwarded request carries `x-slipway-route: stable` or `canary`. The admin port answers only requests that carry the environment's
+//! `PUT /shadow` (body: `host:port SHARE`: that percentage of `POST /predict` requests is also
+//! sent to a candidate, after the live answer, whose answer is compared and dropped),
+//! `DELETE /shadow`, `GET /metrics` (per backend: requests, errors, latency, and a shadow's
+//! agreement, in Prometheus' format) and `POST /shutdown`. Each forwarded request carries
+//! `x-slipway-route: stable`, `canary` or `shadow`. The admin port answers only requests that carry the environment's
 //! token (`Authorization: Bearer …`, from a 0600 file in its state directory).
 //!
 //! A request counts as in flight only once its whole body has arrived, and stops counting when
@@ -60,6 +63,11 @@ struct State {
     canary: Mutex<Option<(String, u64)>>,
     /// Requests routed so far, for the split.
     seq: AtomicU64,
+    /// A candidate that sees a copy of this percentage of predictions, and the count for it.
+    shadow: Mutex<Option<(String, u64)>>,
+    shadow_seq: AtomicU64,
+    /// Room for mirrored requests in flight; a mirror that finds none is skipped, never queued.
+    mirrors: Mirrors,
     in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     stats: stats::Stats,
 }
@@ -83,6 +91,17 @@ impl State {
 
     fn counter(&self, backend: &str) -> Arc<AtomicUsize> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).entry(backend.to_string()).or_default().clone()
+    }
+}
+
+/// The most mirrored requests in flight at once.
+pub const MAX_MIRRORS: usize = 32;
+
+struct Mirrors(Arc<Semaphore>);
+
+impl Default for Mirrors {
+    fn default() -> Mirrors {
+        Mirrors(Arc::new(Semaphore::new(MAX_MIRRORS)))
     }
 }
 
@@ -223,10 +242,95 @@ async fn proxy(req: Request<Incoming>, state: Arc<State>, client: Client<HttpCon
     let figures = state.stats.of(&backend, role);
     let start = Instant::now();
     let mut parts = parts;
+    let mirror = (role == "stable").then(|| mirror_of(&state, &parts, &body)).flatten();
     parts.headers.insert(ROUTE_HEADER, hyper::header::HeaderValue::from_static(role));
     let answer = forward(parts, body, &backend, &client).await;
     figures.observe(start.elapsed(), answer.as_ref().map_or(true, |r| r.status().is_server_error()));
+    if let (Some(mirror), Ok(live)) = (mirror, &answer)
+        && live.status() == StatusCode::OK
+    {
+        let live = live.body().clone();
+        tokio::spawn(shadow(state.clone(), client.clone(), mirror, live));
+    }
     answer.unwrap_or_else(|e| text(StatusCode::BAD_GATEWAY, &format!("the backend {backend} failed: {e}\n")))
+}
+
+/// A copy of a prediction request for the shadow, if there is one and this request is in its
+/// share and there is room for it.
+fn mirror_of(state: &State, parts: &hyper::http::request::Parts, body: &Bytes) -> Option<Mirror> {
+    let (target, share) = state.shadow.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+    if parts.method != hyper::Method::POST || parts.uri.path() != "/predict" {
+        return None;
+    }
+    if (state.shadow_seq.fetch_add(1, Ordering::Relaxed) * 61) % 100 >= share {
+        return None;
+    }
+    let permit = state.mirrors.0.clone().try_acquire_owned().ok()?;
+    let mut request = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
+    for (k, v) in &parts.headers {
+        request = request.header(k, v);
+    }
+    let request = request.header(ROUTE_HEADER, "shadow").body(()).ok()?;
+    Some(Mirror { target, request: request.into_parts().0, body: body.clone(), _permit: permit })
+}
+
+struct Mirror {
+    target: String,
+    request: hyper::http::request::Parts,
+    body: Bytes,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Sends the copy to the shadow, counts it, compares its answer with the live one, drops it.
+async fn shadow(state: Arc<State>, client: Client<HttpConnector, Body>, m: Mirror, live: Full<Bytes>) {
+    let figures = state.stats.of(&m.target, "shadow");
+    let start = Instant::now();
+    let answer = tokio::time::timeout(BODY_TIMEOUT, forward(m.request, m.body, &m.target, &client)).await;
+    let answer = answer.map_err(anyhow::Error::from).and_then(|a| a);
+    figures.observe(start.elapsed(), answer.as_ref().map_or(true, |r| r.status().is_server_error()));
+    let live = live.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let compared = match answer {
+        Ok(r) if r.status() == StatusCode::OK => {
+            let theirs = r.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            compare(&live, &theirs)
+        }
+        _ => None,
+    };
+    state.stats.agreement(&m.target).add(compared);
+}
+
+/// Compares two `/predict` answers row by row: rows, rows with the same label, and the sum over
+/// rows of the mean absolute difference of their class probabilities. `None` when either is
+/// not an answer of that shape.
+pub fn compare(live: &[u8], shadow: &[u8]) -> Option<(u64, u64, f64)> {
+    fn rows(body: &[u8]) -> Option<Vec<serde_json::Value>> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        match v.get("predictions") {
+            Some(serde_json::Value::Array(rows)) => Some(rows.clone()),
+            Some(_) => None,
+            None => v.get("label").is_some().then(|| vec![v]),
+        }
+    }
+    let (a, b) = (rows(live)?, rows(shadow)?);
+    if a.len() != b.len() {
+        return Some((a.len() as u64, 0, a.len() as f64));
+    }
+    let mut agreed = 0;
+    let mut diff = 0.0;
+    for (x, y) in a.iter().zip(&b) {
+        agreed += u64::from(x.get("label").is_some() && x.get("label") == y.get("label"));
+        let (px, py) =
+            (x.get("probabilities").and_then(|p| p.as_object()), y.get("probabilities").and_then(|p| p.as_object()));
+        if let (Some(px), Some(py)) = (px, py) {
+            let n = px.len().max(1) as f64;
+            let d: f64 = px
+                .iter()
+                .map(|(k, v)| (v.as_f64().unwrap_or(0.0) - py.get(k).and_then(|w| w.as_f64()).unwrap_or(0.0)).abs())
+                .sum();
+            diff += (d / n).min(1.0);
+        }
+    }
+    Some((a.len() as u64, agreed, diff))
 }
 
 async fn forward(
@@ -291,6 +395,26 @@ async fn admin_api(
                 None => drained(true, "no canary"),
             }
         }
+        ("PUT", "/shadow") => {
+            let body = match read_body(req.into_body()).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let body = String::from_utf8_lossy(&body);
+            let mut words = body.split_whitespace();
+            let (Some(addr), Some(share), None) = (words.next(), words.next(), words.next()) else {
+                return text(StatusCode::BAD_REQUEST, "the body is `host:port SHARE`, e.g. `127.0.0.1:40123 100`");
+            };
+            let (Ok(_), Ok(share @ 1..=100)) = (addr.parse::<SocketAddr>(), share.parse::<u64>()) else {
+                return text(StatusCode::BAD_REQUEST, "the shadow is host:port and a share from 1 to 100");
+            };
+            *state.shadow.lock().unwrap_or_else(|e| e.into_inner()) = Some((addr.to_string(), share));
+            text(StatusCode::OK, &format!("{share}% of predictions are mirrored to {addr}"))
+        }
+        ("DELETE", "/shadow") => {
+            state.shadow.lock().unwrap_or_else(|e| e.into_inner()).take();
+            text(StatusCode::OK, "no shadow")
+        }
         ("GET", "/metrics") => {
             let mut r = text(StatusCode::OK, &state.stats.render());
             r.headers_mut().insert(
@@ -305,7 +429,7 @@ async fn admin_api(
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "GET /backend, PUT /backend, PUT /canary, DELETE /canary, GET /metrics, POST /shutdown",
+            "GET /backend, PUT /backend, PUT|DELETE /canary, PUT|DELETE /shadow, GET /metrics, POST /shutdown",
         ),
     }
 }

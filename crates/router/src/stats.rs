@@ -58,10 +58,34 @@ impl Backend {
 /// oldest go).
 type Entry = (Arc<Backend>, &'static str, u64);
 
+/// How a shadow's predictions compared with the live release's on the same requests.
+#[derive(Default)]
+pub struct Agreement {
+    rows: AtomicU64,
+    agreed: AtomicU64,
+    /// The sum over rows of the mean absolute difference of class probabilities, in millionths.
+    diff_micros: AtomicU64,
+    unanswered: AtomicU64,
+}
+
+impl Agreement {
+    /// Adds one request's comparison: `None` when the shadow gave no answer to compare.
+    pub fn add(&self, compared: Option<(u64, u64, f64)>) {
+        let Some((rows, agreed, diff)) = compared else {
+            self.unanswered.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+        self.agreed.fetch_add(agreed, Ordering::Relaxed);
+        self.diff_micros.fetch_add((diff.clamp(0.0, 1e12) * 1e6) as u64, Ordering::Relaxed);
+    }
+}
+
 /// Every backend's counters, with the role each last had.
 #[derive(Default)]
 pub struct Stats {
     backends: Mutex<BTreeMap<String, Entry>>,
+    agreement: Mutex<BTreeMap<String, Arc<Agreement>>>,
     order: AtomicU64,
 }
 
@@ -82,10 +106,49 @@ impl Stats {
         entry.0.clone()
     }
 
+    /// The agreement counters of the shadow `backend`.
+    pub fn agreement(&self, backend: &str) -> Arc<Agreement> {
+        let mut all = self.agreement.lock().unwrap_or_else(|e| e.into_inner());
+        if !all.contains_key(backend) && all.len() >= MAX_BACKENDS {
+            let first = all.keys().next().cloned();
+            if let Some(first) = first {
+                all.remove(&first);
+            }
+        }
+        all.entry(backend.to_string()).or_default().clone()
+    }
+
     /// The Prometheus text exposition of every backend.
     pub fn render(&self) -> String {
-        let all = self.backends.lock().unwrap_or_else(|e| e.into_inner());
         let mut s = String::new();
+        {
+            let agreement = self.agreement.lock().unwrap_or_else(|e| e.into_inner());
+            let metrics = [
+                ("slipway_router_shadow_rows_total", "Rows a shadow answered that were compared with the live answer."),
+                ("slipway_router_shadow_agreed_total", "Of them, rows whose label was the live one."),
+                (
+                    "slipway_router_shadow_probability_diff_sum",
+                    "Sum over rows of the mean absolute difference of class probabilities.",
+                ),
+                (
+                    "slipway_router_shadow_unanswered_total",
+                    "Mirrored requests the shadow gave no comparable answer to.",
+                ),
+            ];
+            for (k, (name, help)) in metrics.iter().enumerate() {
+                let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (backend, a) in agreement.iter() {
+                    let value = match k {
+                        0 => a.rows.load(Ordering::Relaxed).to_string(),
+                        1 => a.agreed.load(Ordering::Relaxed).to_string(),
+                        2 => format!("{:.6}", a.diff_micros.load(Ordering::Relaxed) as f64 / 1e6),
+                        _ => a.unanswered.load(Ordering::Relaxed).to_string(),
+                    };
+                    let _ = writeln!(s, "{name}{{backend=\"{backend}\"}} {value}");
+                }
+            }
+        }
+        let all = self.backends.lock().unwrap_or_else(|e| e.into_inner());
         s.push_str("# HELP slipway_router_requests_total Requests forwarded to a backend.\n");
         s.push_str("# TYPE slipway_router_requests_total counter\n");
         for (name, (b, role, _)) in all.iter() {
