@@ -476,6 +476,14 @@ fn settle(
     }
 }
 
+/// The BLAKE3 of the model file, as the ledger and the MLflow tag name it.
+fn model_blake3(root: &Path) -> Result<String> {
+    let path = crate::paths::MODEL;
+    Ok(blake3::hash(&std::fs::read(root.join(path)).with_context(|| format!("cannot read {path}"))?)
+        .to_hex()
+        .to_string())
+}
+
 /// The `train` stage, after a training: logs the run.
 pub fn after_training(
     ctx: &engine::StageContext,
@@ -486,9 +494,7 @@ pub fn after_training(
     use crate::paths::{METRICS, MODEL};
     let root = ctx.root();
     let result = with_tracking(ctx.env(), config, async |t: &Tracking| {
-        let model = blake3::hash(&std::fs::read(root.join(MODEL)).with_context(|| format!("cannot read {MODEL}"))?)
-            .to_hex()
-            .to_string();
+        let model = model_blake3(root)?;
         let metrics: Value = serde_json::from_slice(
             &std::fs::read(root.join(METRICS)).with_context(|| format!("cannot read {METRICS}"))?,
         )
@@ -517,12 +523,10 @@ pub fn after_validation(
     config: &MlflowConfig,
     report: &gate::ValidationReport,
 ) -> Result<(), engine::StageError> {
-    use crate::paths::{MODEL, VALIDATION_REPORT};
+    use crate::paths::VALIDATION_REPORT;
     let root = ctx.root();
     let result = with_tracking(ctx.env(), config, async |t: &Tracking| {
-        let model = blake3::hash(&std::fs::read(root.join(MODEL)).with_context(|| format!("cannot read {MODEL}"))?)
-            .to_hex()
-            .to_string();
+        let model = model_blake3(root)?;
         let mut metrics = vec![
             ("validation.accuracy".to_string(), report.accuracy),
             ("validation.latency_p99_ms".to_string(), report.latency_p99_ms),

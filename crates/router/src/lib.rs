@@ -372,20 +372,13 @@ async fn admin_api(
             switch(&state, new, drain).await
         }
         ("PUT", "/canary") => {
-            let body = match read_body(req.into_body()).await {
-                Ok(body) => body,
+            let (addr, weight) = match target_and_share(req, 0, "the canary", "a weight").await {
+                Ok(parsed) => parsed,
                 Err(response) => return response,
             };
-            let body = String::from_utf8_lossy(&body);
-            let mut words = body.split_whitespace();
-            let (Some(addr), Some(weight), None) = (words.next(), words.next(), words.next()) else {
-                return text(StatusCode::BAD_REQUEST, "the body is `host:port WEIGHT`, e.g. `127.0.0.1:40123 10`");
-            };
-            let (Ok(_), Ok(weight @ 0..=100)) = (addr.parse::<SocketAddr>(), weight.parse::<u64>()) else {
-                return text(StatusCode::BAD_REQUEST, "the canary is host:port and a weight from 0 to 100");
-            };
-            *state.canary.lock().unwrap_or_else(|e| e.into_inner()) = Some((addr.to_string(), weight));
-            text(StatusCode::OK, &format!("{weight}% of requests go to {addr}"))
+            let said = format!("{weight}% of requests go to {addr}");
+            *state.canary.lock().unwrap_or_else(|e| e.into_inner()) = Some((addr, weight));
+            text(StatusCode::OK, &said)
         }
         ("DELETE", "/canary") => {
             let old = state.canary.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -396,20 +389,13 @@ async fn admin_api(
             }
         }
         ("PUT", "/shadow") => {
-            let body = match read_body(req.into_body()).await {
-                Ok(body) => body,
+            let (addr, share) = match target_and_share(req, 1, "the shadow", "a share").await {
+                Ok(parsed) => parsed,
                 Err(response) => return response,
             };
-            let body = String::from_utf8_lossy(&body);
-            let mut words = body.split_whitespace();
-            let (Some(addr), Some(share), None) = (words.next(), words.next(), words.next()) else {
-                return text(StatusCode::BAD_REQUEST, "the body is `host:port SHARE`, e.g. `127.0.0.1:40123 100`");
-            };
-            let (Ok(_), Ok(share @ 1..=100)) = (addr.parse::<SocketAddr>(), share.parse::<u64>()) else {
-                return text(StatusCode::BAD_REQUEST, "the shadow is host:port and a share from 1 to 100");
-            };
-            *state.shadow.lock().unwrap_or_else(|e| e.into_inner()) = Some((addr.to_string(), share));
-            text(StatusCode::OK, &format!("{share}% of predictions are mirrored to {addr}"))
+            let said = format!("{share}% of predictions are mirrored to {addr}");
+            *state.shadow.lock().unwrap_or_else(|e| e.into_inner()) = Some((addr, share));
+            text(StatusCode::OK, &said)
         }
         ("DELETE", "/shadow") => {
             state.shadow.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -431,6 +417,29 @@ async fn admin_api(
             StatusCode::NOT_FOUND,
             "GET /backend, PUT /backend, PUT|DELETE /canary, PUT|DELETE /shadow, GET /metrics, POST /shutdown",
         ),
+    }
+}
+
+/// A body `host:port PERCENT` with the percentage from `least` to 100, or the 400 to answer.
+async fn target_and_share(
+    req: Request<Incoming>,
+    least: u64,
+    what: &str,
+    percent: &str,
+) -> Result<(String, u64), Response<Body>> {
+    let body = read_body(req.into_body()).await?;
+    let body = String::from_utf8_lossy(&body);
+    let mut words = body.split_whitespace();
+    let refused = || {
+        text(
+            StatusCode::BAD_REQUEST,
+            &format!("{what} is host:port and {percent} from {least} to 100, e.g. `127.0.0.1:40123 10`"),
+        )
+    };
+    let (Some(addr), Some(n), None) = (words.next(), words.next(), words.next()) else { return Err(refused()) };
+    match (addr.parse::<SocketAddr>(), n.parse::<u64>()) {
+        (Ok(_), Ok(n)) if (least..=100).contains(&n) => Ok((addr.to_string(), n)),
+        _ => Err(refused()),
     }
 }
 
