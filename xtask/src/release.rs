@@ -225,7 +225,14 @@ pub fn releases_cmd(root: &Path, env: &Env, args: &ReleasesArgs) -> Result<u8> {
             e.who,
         );
         for a in &e.analysis {
-            println!("        canary {:>2}% {:>5.1} s  {:<12} {}", a.weight, a.seconds, kebab(&a.verdict), a.reason);
+            println!(
+                "        {:<6} {:>3}% {:>5.1} s  {:<12} {}",
+                a.kind,
+                a.weight,
+                a.seconds,
+                kebab(&a.verdict),
+                a.reason
+            );
         }
     }
     Ok(0)

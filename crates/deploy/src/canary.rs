@@ -327,13 +327,17 @@ impl Reading {
             })
             .collect();
         let total = counts.last().map_or(0, |(_, n)| *n);
-        let p99_ms = (total > 0).then(|| {
+        // Buckets as the router writes them: rising bounds from 0, rising counts, `+Inf` last.
+        // Anything else is read as the worst latency, so it can never pass a step.
+        let sane = counts.last().is_some_and(|(le, _)| le.is_infinite())
+            && counts.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+            && counts.first().is_some_and(|(le, _)| *le >= 0.0);
+        let p99_ms = (total > 0 || (requests > 0 && !sane)).then(|| {
             let want = (total as f64 * 0.99).ceil() as u64;
-            let le = counts.iter().find(|(_, n)| *n >= want).map_or(f64::INFINITY, |(le, _)| *le);
-            if le.is_finite() {
-                le * 1000.0
-            } else {
-                counts.iter().rev().nth(1).map_or(f64::INFINITY, |(l, _)| l * 1000.0)
+            match counts.iter().find(|(_, n)| *n >= want) {
+                Some((le, _)) if sane && le.is_finite() => le * 1000.0,
+                // Slower than the last bound, or unreadable: slower than any threshold can be.
+                _ => f64::MAX,
             }
         });
         Observed {
@@ -370,6 +374,10 @@ pub fn judge_shadow(candidate: &Observed, stable: &Observed, a: &Agreement, c: &
     if verdict != Verdict::Successful {
         return (verdict, reason);
     }
+    // A mirrored request the shadow did not answer in kind counts as a disagreement.
+    let seen = a.rows.saturating_add(a.unanswered);
+    let share = if seen == 0 { 0.0 } else { a.agreed as f64 / seen as f64 };
+    let a = &Agreement { share, ..a.clone() };
     if a.rows < c.analysis.min_requests {
         return (
             Verdict::Inconclusive,
@@ -455,7 +463,8 @@ pub fn judge(candidate: &Observed, stable: &Observed, t: &Thresholds) -> (Verdic
 
 /// A pause as a duration.
 pub fn pause(step: &Step) -> Duration {
-    Duration::from_secs_f64(step.pause_seconds.clamp(0.0, MAX_PAUSE_SECONDS))
+    let s = step.pause_seconds;
+    Duration::from_secs_f64(if s.is_finite() { s.clamp(0.0, MAX_PAUSE_SECONDS) } else { 0.0 })
 }
 
 #[cfg(test)]

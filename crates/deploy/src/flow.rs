@@ -329,10 +329,13 @@ impl Deployer {
                 }
             };
             if !matches!(passed, Ok(true)) {
-                // Abort: every request back to stable, the candidate stopped, the steps kept.
-                let cleared = router.clear_canary().await;
+                // Abort: every request back to stable first, only then the candidate stopped (a
+                // router that kept the share would send it to a stopped server), the steps kept.
+                if let Err(e) = router.clear_canary().await {
+                    (self.say)(&format!("{env}: the router kept the canary's share; the candidate keeps running"));
+                    return Err(DeployError::Target(e));
+                }
                 target::stop(&candidate).await.map_err(DeployError::Target)?;
-                cleared.map_err(DeployError::Target)?;
                 passed?;
                 let seen = Seen { smoke: checks, analysis };
                 let event = self.record(env, &release, kind, Outcome::Rejected, &previous, approval, seen).await?;

@@ -184,9 +184,13 @@ impl Deployer {
             }
             Outcome::Rejected | Outcome::RolledBack => {
                 // A canary share to a candidate that is about to stop goes back to stable.
-                if let Some(router) = &router {
-                    let _ = router.clear_canary().await;
-                    let _ = router.clear_shadow().await;
+                // Before the candidate stops: a router that still gave it a share would send that
+                // share to a stopped server. A router that does not answer routes nothing.
+                if let Some(router) = &router
+                    && router.answers().await
+                {
+                    router.clear_canary().await.map_err(DeployError::Target)?;
+                    router.clear_shadow().await.map_err(DeployError::Target)?;
                 }
                 if candidate_serving && let Some(router) = &router {
                     done.push(self.put_previous_back(env, &intent, router).await?);

@@ -192,13 +192,23 @@ impl Event {
         {
             return Err("the smoke checks are too many or not valid text".into());
         }
-        let numbers = |o: &crate::canary::Observed| o.error_rate.is_finite() && o.p99_ms.is_none_or(|p| !p.is_nan());
+        let numbers = |o: &crate::canary::Observed| {
+            (0.0..=1.0).contains(&o.error_rate) && o.errors <= o.requests && o.p99_ms.is_none_or(|p| p >= 0.0)
+        };
+        let agreement = |a: &Option<crate::canary::Agreement>| {
+            a.as_ref().is_none_or(|a| {
+                a.agreed <= a.rows && (0.0..=1.0).contains(&a.share) && (0.0..=1.0).contains(&a.mean_probability_diff)
+            })
+        };
         if self.analysis.len() > 4 * crate::canary::MAX_STEPS
             || self.analysis.iter().any(|a| {
                 !names::is_text(&a.reason, 4096)
+                    || !["canary", "shadow", "watch"].contains(&a.kind.as_str())
+                    || a.weight > 100
                     || !a.seconds.is_finite()
                     || !numbers(&a.candidate)
                     || !numbers(&a.stable)
+                    || !agreement(&a.agreement)
             })
         {
             return Err("the canary analysis is too long or not valid".into());

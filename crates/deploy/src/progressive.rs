@@ -26,14 +26,24 @@ impl Deployer {
         let (stable, name) = (stable.to_string(), candidate.addr.to_string());
         for step in &plan.steps {
             router.set_canary(candidate.addr, step.weight).await.map_err(DeployError::Target)?;
+            // One window per step: a wait for more traffic adds to what the step saw.
+            let before = router.reading().await.map_err(DeployError::Target)?;
+            let started = std::time::Instant::now();
             let mut waits = 0;
             loop {
-                let before = router.reading().await.map_err(DeployError::Target)?;
-                let started = std::time::Instant::now();
-                tokio::time::sleep(pause(step)).await;
-                let after = router.reading().await.map_err(DeployError::Target)?;
-                let (c, s) = (after.since(&before, &name), after.since(&before, &stable));
-                let (verdict, reason) = judge(&c, &s, &plan.analysis);
+                // Judged every second too: a candidate that already fails with enough requests
+                // is aborted at once, not at the end of its pause.
+                let end = std::time::Instant::now() + pause(step);
+                let (c, s, verdict, reason) = loop {
+                    let left = end.saturating_duration_since(std::time::Instant::now());
+                    tokio::time::sleep(left.min(std::time::Duration::from_secs(1))).await;
+                    let after = router.reading().await.map_err(DeployError::Target)?;
+                    let (c, s) = (after.since(&before, &name), after.since(&before, &stable));
+                    let (verdict, reason) = judge(&c, &s, &plan.analysis);
+                    if verdict == Verdict::Failed || std::time::Instant::now() >= end {
+                        break (c, s, verdict, reason);
+                    }
+                };
                 let ms = |p: Option<f64>| p.map_or("-".to_string(), |p| format!("{p:.1} ms"));
                 (self.say)(&format!(
                     "{env}: canary {}%: {} requests, error rate {:.3}, p99 {} (stable: {} requests, p99 {}): {}: {reason}",
@@ -85,11 +95,14 @@ impl Deployer {
         };
         let (stable, name) = (stable.to_string(), candidate.addr.to_string());
         router.set_shadow(candidate.addr, plan.share).await.map_err(DeployError::Target)?;
+        // One window: a wait for more traffic adds to what the shadow saw.
+        let before = router.reading().await.map_err(DeployError::Target)?;
+        let started = std::time::Instant::now();
         let mut waits = 0;
         loop {
-            let before = router.reading().await.map_err(DeployError::Target)?;
-            let started = std::time::Instant::now();
-            tokio::time::sleep(std::time::Duration::from_secs_f64(plan.seconds)).await;
+            let seconds =
+                if plan.seconds.is_finite() { plan.seconds.clamp(0.0, crate::canary::MAX_PAUSE_SECONDS) } else { 0.0 };
+            tokio::time::sleep(std::time::Duration::from_secs_f64(seconds)).await;
             let after = router.reading().await.map_err(DeployError::Target)?;
             let (c, s) = (after.since(&before, &name), after.since(&before, &stable));
             let agreement = after.agreement_since(&before, &name);

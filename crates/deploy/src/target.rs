@@ -306,6 +306,9 @@ pub async fn stop(backend: &Backend) -> Result<()> {
     Ok(())
 }
 
+/// What a canary or shadow on a router from before them says.
+const OLD_ROUTER: &str = "the router serving this environment predates canary and shadow releases; restart it (`cargo xtask stop --env ENV`, then deploy: the next router is this release's) or use strategy = \"blue-green\"";
+
 /// The router of one environment: its process, ports and the file that holds its admin token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Router {
@@ -432,6 +435,9 @@ impl Router {
     /// Sends `weight` percent of requests to `candidate` (the rest to the backend).
     pub async fn set_canary(&self, candidate: SocketAddr, weight: u8) -> Result<()> {
         let r = self.admin("PUT", "/canary", Some(format!("{candidate} {weight}")), Duration::from_secs(5)).await?;
+        if r.status == 404 {
+            bail!("{OLD_ROUTER}");
+        }
         if r.status != 200 {
             bail!("the router refused the canary: HTTP {} {}", r.status, r.text());
         }
@@ -441,7 +447,8 @@ impl Router {
     /// Sends every request to the backend again, once the canary's are done.
     pub async fn clear_canary(&self) -> Result<()> {
         let r = self.admin("DELETE", "/canary", None, Duration::from_secs(60)).await?;
-        if r.status != 200 {
+        // A router from before canaries has none to take back.
+        if r.status != 200 && r.status != 404 {
             bail!("the router kept the canary: HTTP {} {}", r.status, r.text());
         }
         Ok(())
@@ -450,6 +457,9 @@ impl Router {
     /// Mirrors `share` percent of live predictions to `shadow`, whose answers are only compared.
     pub async fn set_shadow(&self, shadow: SocketAddr, share: u8) -> Result<()> {
         let r = self.admin("PUT", "/shadow", Some(format!("{shadow} {share}")), Duration::from_secs(5)).await?;
+        if r.status == 404 {
+            bail!("{OLD_ROUTER}");
+        }
         if r.status != 200 {
             bail!("the router refused the shadow: HTTP {} {}", r.status, r.text());
         }
@@ -459,7 +469,7 @@ impl Router {
     /// Mirrors nothing any more.
     pub async fn clear_shadow(&self) -> Result<()> {
         let r = self.admin("DELETE", "/shadow", None, Duration::from_secs(5)).await?;
-        if r.status != 200 {
+        if r.status != 200 && r.status != 404 {
             bail!("the router kept the shadow: HTTP {} {}", r.status, r.text());
         }
         Ok(())

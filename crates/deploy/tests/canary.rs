@@ -268,7 +268,9 @@ async fn a_shadow_refuses_a_model_that_disagrees_before_any_user_sees_it_and_pas
     env.shadow = Some(deploy::canary::ShadowConfig {
         share: 100,
         seconds: 3.0,
-        analysis: Thresholds { p99_slack_ms: 25.0, ..Thresholds::default() },
+        // Agreement is what this test judges; mirroring every request doubles the load on two
+        // cores, so the shadow's latency is held loosely.
+        analysis: Thresholds { p99_slack_ms: 10_000.0, max_p99_ratio: 1000.0, ..Thresholds::default() },
         ..deploy::canary::ShadowConfig::default()
     });
     let _cleanup = Cleanup(root.path().to_path_buf());
@@ -342,7 +344,9 @@ async fn a_watch_keeps_a_release_that_holds_up_and_rolls_back_one_whose_labels_d
         seconds: 4.0,
         interval_seconds: 1.0,
         min_requests: 30,
-        p99_slack_ms: 25.0,
+        // This test is about the label mix: latency on a loaded machine is not what it judges.
+        max_p99_ratio: 1000.0,
+        p99_slack_ms: 10_000.0,
         ..Default::default()
     };
     let _cleanup = Cleanup(root.path().to_path_buf());

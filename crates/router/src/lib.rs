@@ -51,6 +51,8 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_CONNECTIONS: usize = 4096;
 /// The header a drained-or-not switch answers with.
 pub const DRAINED_HEADER: &str = "x-slipway-drained";
+/// How long a backend may take to answer a forwarded request (504 beyond).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
 /// The header each forwarded request carries: `stable` or `canary`.
 pub const ROUTE_HEADER: &str = "x-slipway-route";
 
@@ -73,20 +75,25 @@ struct State {
 }
 
 impl State {
-    /// Where the next request goes, and as what.
-    fn current(&self) -> Option<(String, &'static str, Arc<AtomicUsize>)> {
-        let stable = self.backend.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
-        let canary = self.canary.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let (backend, role) = match canary {
+    /// Where the next request goes, and as what, counted in flight there already: chosen and
+    /// counted under the locks a switch or a canary's end takes, so that a drain can never
+    /// miss a request that was chosen but not yet counted.
+    fn current(&self) -> Option<(String, &'static str, InFlight)> {
+        let stable = self.backend.lock().unwrap_or_else(|e| e.into_inner());
+        let canary = self.canary.lock().unwrap_or_else(|e| e.into_inner());
+        let (backend, role) = match (&*stable, &*canary) {
+            (None, _) => return None,
             // Spread over every hundred requests rather than in a block of `weight`: 61 and 100
             // are coprime, so each hundred consecutive requests gives the canary exactly `weight`.
-            Some((candidate, weight)) if (self.seq.fetch_add(1, Ordering::Relaxed) * 61) % 100 < weight => {
-                (candidate, "canary")
+            (Some(_), Some((candidate, weight)))
+                if ((self.seq.fetch_add(1, Ordering::Relaxed) % 100) * 61) % 100 < *weight =>
+            {
+                (candidate.clone(), "canary")
             }
-            _ => (stable, "stable"),
+            (Some(stable), _) => (stable.clone(), "stable"),
         };
-        let counter = self.counter(&backend);
-        Some((backend, role, counter))
+        let in_flight = InFlight::start(self.counter(&backend));
+        Some((backend, role, in_flight))
     }
 
     fn counter(&self, backend: &str) -> Arc<AtomicUsize> {
@@ -235,16 +242,22 @@ async fn proxy(req: Request<Incoming>, state: Arc<State>, client: Client<HttpCon
         Err(response) => return response,
     };
     // Chosen, and counted, only now that the request is whole.
-    let Some((backend, role, counter)) = state.current() else {
+    let Some((backend, role, _in_flight)) = state.current() else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "no release is deployed to this environment yet\n");
     };
-    let _in_flight = InFlight::start(counter);
     let figures = state.stats.of(&backend, role);
     let start = Instant::now();
     let mut parts = parts;
     let mirror = (role == "stable").then(|| mirror_of(&state, &parts, &body)).flatten();
     parts.headers.insert(ROUTE_HEADER, hyper::header::HeaderValue::from_static(role));
-    let answer = forward(parts, body, &backend, &client).await;
+    // A backend that hangs is an error of that backend, counted as one, not a request held forever.
+    let answer = match tokio::time::timeout(FORWARD_TIMEOUT, forward(parts, body, &backend, &client)).await {
+        Ok(answer) => answer,
+        Err(_) => Ok(text(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("the backend {backend} did not answer within {FORWARD_TIMEOUT:?}\n"),
+        )),
+    };
     figures.observe(start.elapsed(), answer.as_ref().map_or(true, |r| r.status().is_server_error()));
     if let (Some(mirror), Ok(live)) = (mirror, &answer)
         && live.status() == StatusCode::OK
@@ -267,7 +280,7 @@ fn mirror_of(state: &State, parts: &hyper::http::request::Parts, body: &Bytes) -
     }
     let permit = state.mirrors.0.clone().try_acquire_owned().ok()?;
     let mut request = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
-    for (k, v) in &parts.headers {
+    for (k, v) in parts.headers.iter().filter(|(k, _)| k.as_str() != ROUTE_HEADER) {
         request = request.header(k, v);
     }
     let request = request.header(ROUTE_HEADER, "shadow").body(()).ok()?;
