@@ -69,7 +69,7 @@ pub struct StageRow {
     pub why: Vec<String>,
 }
 
-const RESULTS: [&str; 6] = ["ran", "cached", "restored", "rejected", "failed", "skipped"];
+const RESULTS: [&str; 6] = engine::report::OUTCOME_WORDS;
 
 impl RunRecord {
     /// The record of `summary`, ended now.
@@ -140,14 +140,7 @@ impl RunRecord {
 
     /// `11 stages: 3 ran, 8 cached`, as the run's summary says it.
     fn totals(&self) -> String {
-        let parts: Vec<String> = RESULTS
-            .iter()
-            .map(|r| (r, self.count(r)))
-            .filter(|(r, n)| *n > 0 || ["ran", "cached", "failed"].contains(r))
-            .map(|(r, n)| format!("{n} {r}"))
-            .collect();
-        let n = self.stages.len();
-        format!("{n} {}: {}", if n == 1 { "stage" } else { "stages" }, parts.join(", "))
+        engine::report::totals_line(self.stages.len(), |r| self.count(r))
     }
 }
 

@@ -69,15 +69,22 @@ pub fn summary_markdown(summary: &RunSummary) -> String {
 }
 
 fn totals(summary: &RunSummary) -> String {
-    let words = ["ran", "cached", "restored", "rejected", "failed", "skipped"];
-    let parts: Vec<String> = words
+    format!("{}\n", totals_line(summary.stages.len(), |w| summary.count(w)))
+}
+
+/// Every outcome word ([`Outcome::word`]), in the order summaries count them.
+pub const OUTCOME_WORDS: [&str; 6] = ["ran", "cached", "restored", "rejected", "failed", "skipped"];
+
+/// `11 stages: 3 ran, 8 cached, 0 failed` for `n` stages, `count` giving how many ended with
+/// each outcome word. Shared with anything that summarises a run after the fact.
+pub fn totals_line(n: usize, count: impl Fn(&str) -> usize) -> String {
+    let parts: Vec<String> = OUTCOME_WORDS
         .iter()
-        .map(|w| (w, summary.count(w)))
+        .map(|w| (w, count(w)))
         .filter(|(w, n)| *n > 0 || ["ran", "cached", "failed"].contains(w))
         .map(|(w, n)| format!("{n} {w}"))
         .collect();
-    let n = summary.stages.len();
-    format!("{n} {}: {}\n", if n == 1 { "stage" } else { "stages" }, parts.join(", "))
+    format!("{n} {}: {}", if n == 1 { "stage" } else { "stages" }, parts.join(", "))
 }
 
 fn detail(outcome: &Outcome) -> Option<String> {
