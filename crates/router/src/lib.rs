@@ -47,6 +47,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest body forwarded (413 beyond): above the server's own limit, so its answer shows.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// The largest answer taken from a backend (the live release's or a shadow's).
+pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 /// Connections served at once on each port.
 pub const MAX_CONNECTIONS: usize = 4096;
 /// The header a drained-or-not switch answers with.
@@ -357,7 +359,14 @@ async fn forward(
     parts.headers.remove(hyper::header::HOST);
     let response = client.request(Request::from_parts(parts, Full::new(body))).await?;
     let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
+    // A backend's answer is bounded as a client's request is: past it, the answer is an error.
+    let body = match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            anyhow::bail!("the backend {backend} answered with more than {MAX_ANSWER_BYTES} bytes")
+        }
+        Err(e) => anyhow::bail!("cannot read the answer of {backend}: {e}"),
+    };
     Ok(Response::from_parts(parts, Full::new(body)))
 }
 
