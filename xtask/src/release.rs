@@ -149,10 +149,29 @@ pub fn deploy_cmd(root: &Path, env: &Env, env_name: &str) -> Result<u8> {
     finish(root, env, &report)
 }
 
-/// `cargo xtask promote ENV [--from staging] [--approve]`.
+/// `cargo xtask promote ENV [--from staging] [--approve]`. When a canary on ENV waits for
+/// approval at one of its steps, this approves that step instead (Argo Rollouts' `promote`).
 pub fn promote_cmd(root: &Path, env: &Env, args: &PromoteArgs) -> Result<u8> {
     let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
-    let approval = approval(&d, args)?;
+    if let Some(pause) = run(deploy::approve::pending(&*d.remote, &args.env))? {
+        let question = format!(
+            "the canary of {} on {} holds at {}% (deploy by {}); let it go on? type `yes` to approve: ",
+            pause.version, pause.env, pause.weight, pause.who
+        );
+        let approval = approval(&d, args, &question)?;
+        return match run(deploy::approve::approve(&*d.remote, &args.env, &approval))? {
+            Some(p) => {
+                println!("approved: the canary of {} on {} goes on from {}%", p.version, p.env, p.weight);
+                Ok(0)
+            }
+            None => anyhow::bail!(
+                "the canary on {env} stopped waiting before it was approved; `cargo xtask releases --env {env}` shows how it ended",
+                env = args.env
+            ),
+        };
+    }
+    let question = format!("promote what is live on {} to {}? type `yes` to approve: ", args.from, args.env);
+    let approval = approval(&d, args, &question)?;
     let report = run(d.until_signal(&args.env, d.promote(&args.from, &args.env, approval)))?;
     let code = finish(root, env, &report)?;
     // What went live is watched for as long as the environment asks, and rolled back on a breach.
@@ -174,7 +193,7 @@ pub fn watch_cmd(root: &Path, env: &Env, args: &crate::flags::WatchArgs) -> Resu
     finish(root, env, &report)
 }
 
-fn approval(d: &Deployer, args: &PromoteArgs) -> Result<Approval> {
+fn approval(d: &Deployer, args: &PromoteArgs, question: &str) -> Result<Approval> {
     if args.approve {
         return Ok(Approval { by: d.who.clone(), how: "--approve".into() });
     }
@@ -184,7 +203,7 @@ fn approval(d: &Deployer, args: &PromoteArgs) -> Result<Approval> {
             args.env
         );
     }
-    eprint!("promote what is live on {} to {}? type `yes` to approve: ", args.from, args.env);
+    eprint!("{question}");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
@@ -226,7 +245,7 @@ pub fn releases_cmd(root: &Path, env: &Env, args: &ReleasesArgs) -> Result<u8> {
         );
         for a in &e.analysis {
             println!(
-                "        {:<6} {:>3}% {:>5.1} s  {:<12} {}",
+                "        {:<8} {:>3}% {:>6.1} s  {:<12} {}",
                 a.kind,
                 a.weight,
                 a.seconds,

@@ -65,7 +65,8 @@ impl ShadowConfig {
         if !share(self.min_agreement) || !share(self.max_probability_diff) {
             return Err("min_agreement and max_probability_diff are from 0 to 1".into());
         }
-        CanaryConfig { steps: vec![Step { weight: 1, pause_seconds: 0.0 }], analysis: self.analysis.clone() }.check()
+        CanaryConfig { steps: vec![Step::new(1, 0.0)], analysis: self.analysis.clone(), ..CanaryConfig::default() }
+            .check()
     }
 }
 
@@ -92,25 +93,40 @@ pub struct CanaryConfig {
     pub steps: Vec<Step>,
     /// What a step must show.
     pub analysis: Thresholds,
+    /// How long a step with `approval = true` waits for it before the canary is aborted.
+    pub approval_timeout_seconds: f64,
 }
 
 impl Default for CanaryConfig {
     fn default() -> CanaryConfig {
         CanaryConfig {
-            steps: vec![Step { weight: 10, pause_seconds: 60.0 }, Step { weight: 50, pause_seconds: 60.0 }],
+            steps: vec![Step::new(10, 60.0), Step::new(50, 60.0)],
             analysis: Thresholds::default(),
+            approval_timeout_seconds: DEFAULT_APPROVAL_TIMEOUT_SECONDS,
         }
     }
 }
 
-/// One step: this share of requests for this long, then an analysis.
+/// One step: this share of requests for this long, then an analysis; with `approval`, then a
+/// hold at this share until `cargo xtask promote ENV --approve` (Argo Rollouts' `pause: {}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     /// Percent of requests, 1 to 99.
     pub weight: u8,
     /// How long the step lasts before it is judged.
+    #[serde(default)]
     pub pause_seconds: f64,
+    /// After a successful analysis, hold the weight (still judged every second) until approved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval: bool,
+}
+
+impl Step {
+    /// A step of `weight` percent for `pause_seconds`, with no approval.
+    pub fn new(weight: u8, pause_seconds: f64) -> Step {
+        Step { weight, pause_seconds, approval: false }
+    }
 }
 
 /// What an inconclusive step does.
@@ -161,6 +177,9 @@ impl Default for Thresholds {
 /// The most steps, and the longest pause, a configuration may ask for.
 pub const MAX_STEPS: usize = 20;
 pub const MAX_PAUSE_SECONDS: f64 = 3600.0;
+/// How long an approval step waits by default (a day), and at most (a week).
+pub const DEFAULT_APPROVAL_TIMEOUT_SECONDS: f64 = 86_400.0;
+pub const MAX_APPROVAL_TIMEOUT_SECONDS: f64 = 7.0 * 86_400.0;
 /// How often an inconclusive step waits again under [`Inconclusive::Wait`].
 pub const MAX_WAITS: u32 = 3;
 
@@ -179,6 +198,10 @@ impl CanaryConfig {
                 return Err(format!("a pause is 0 to {MAX_PAUSE_SECONDS} seconds (got {})", s.pause_seconds));
             }
             last = s.weight;
+        }
+        let t = self.approval_timeout_seconds;
+        if !(t.is_finite() && (1.0..=MAX_APPROVAL_TIMEOUT_SECONDS).contains(&t)) {
+            return Err(format!("approval_timeout_seconds is 1 to {MAX_APPROVAL_TIMEOUT_SECONDS}"));
         }
         let a = &self.analysis;
         let fine = |v: f64, lo: f64, hi: f64| v.is_finite() && (lo..=hi).contains(&v);
@@ -221,7 +244,8 @@ pub enum Verdict {
 /// One step as the ledger keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepAnalysis {
-    /// `canary`, or `shadow` (the candidate saw copies; users saw only live answers).
+    /// `canary`; `approval` (a canary step held until approved); `shadow` (the candidate saw
+    /// copies, users saw only live answers); or `watch` (a live release's rollback criteria).
     #[serde(default = "canary_kind")]
     pub kind: String,
     /// The share of requests the candidate got (or was sent copies of).
@@ -239,6 +263,9 @@ pub struct StepAnalysis {
     pub agreement: Option<Agreement>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_agreement: Option<f64>,
+    /// Who let an approval step go on, and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<crate::ledger::Approval>,
 }
 
 fn canary_kind() -> String {
@@ -459,6 +486,15 @@ pub fn judge(candidate: &Observed, stable: &Observed, t: &Thresholds) -> (Verdic
             stable.p99_ms.map(|s| format!(" (stable {s:.1} ms)")).unwrap_or_default()
         ),
     )
+}
+
+/// A duration in words: `45 s`, `10 min`, `24 h`.
+pub fn span(d: Duration) -> String {
+    match d.as_secs() {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3600),
+    }
 }
 
 /// A pause as a duration.

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use store::Remote;
 
 use crate::bundle::Blobs;
-use crate::intent::{Intent, Phase, live_backend, set_live};
+use crate::intent::Phase;
 use crate::ledger::{self, Approval, Event, EventKind, Ledger, Outcome, Release, SmokeCheck};
-use crate::smoke::{self, SmokeConfig};
+use crate::smoke::SmokeConfig;
 use crate::target::{self, Backend, Router, TargetKind};
 use crate::{DeployError, lock, notify};
 
@@ -97,8 +97,8 @@ pub struct Candidate {
 
 /// What a deploy checked, for the ledger: smoke tests, and a canary's steps.
 pub(crate) struct Seen {
-    smoke: Vec<SmokeCheck>,
-    analysis: Vec<crate::canary::StepAnalysis>,
+    pub(crate) smoke: Vec<SmokeCheck>,
+    pub(crate) analysis: Vec<crate::canary::StepAnalysis>,
 }
 
 impl Seen {
@@ -264,190 +264,8 @@ impl Deployer {
         self.put_live(env, release, EventKind::Rollback, None, &events, lock.as_ref()).await
     }
 
-    async fn put_live(
-        &self,
-        env: &str,
-        release: Release,
-        kind: EventKind,
-        approval: Option<Approval>,
-        events: &[Event],
-        lock: Option<&lock::EnvLock>,
-    ) -> Result<Report, DeployError> {
-        let held = || lock.map_or(Ok(()), lock::EnvLock::ensure_held);
-        let config = self.env(env)?.clone();
-        if config.target == TargetKind::Kubernetes {
-            return crate::kube::put_live(self, env, &config, release, kind, approval, events).await;
-        }
-        let previous = ledger::live(events, env);
-        let bundle = self.root.join(engine::STATE_DIR).join("releases").join(&release.version);
-        self.blobs().materialise(&release.files, &bundle).await?;
-        let dir = target::env_dir(&self.root, env);
-        let router = self.router(env, &config, &bundle).await?;
-        let addr = target::pick_addr().map_err(DeployError::Target)?;
-        let mut intent = Intent {
-            kind,
-            release: release.clone(),
-            approval: approval.clone(),
-            previous: previous.clone(),
-            previous_backend: live_backend(&dir),
-            candidate: None,
-            candidate_addr: Some(addr),
-            phase: Phase::Starting,
-        };
-        self.checkpoint(env, &mut intent, Phase::Starting)?;
-        (self.say)(&format!("{env}: starting {} ({})", release.version, short(&release.model_digest)));
-        let started = target::spawn_at(config.target, &release, &bundle, addr, &dir.join("logs"));
-        let spawned = started.inspect_err(|_| self.finished(env)).map_err(DeployError::Target)?;
-        self.started();
-        intent.candidate = Some(spawned.clone());
-        self.checkpoint(env, &mut intent, Phase::Checking)?;
-        let ready = target::ready(spawned, &release.version, &dir.join("logs")).await;
-        let candidate = ready.inspect_err(|_| self.finished(env)).map_err(DeployError::Target)?;
-        let checks = smoke::run(&format!("http://{}", candidate.addr), &config.smoke, &release.model_digest).await;
-        if !passed(&checks) {
-            target::stop(&candidate).await.map_err(DeployError::Target)?;
-            let event = self.record(env, &release, kind, Outcome::Rejected, &previous, approval, checks).await?;
-            self.finished(env);
-            (self.say)(&format!("{env}: {} failed its smoke tests; {env} is unchanged", release.version));
-            return Ok(Report { events: vec![event], exit_code: 1 });
-        }
-        held()?;
-        let mut analysis = Vec::new();
-        // A rollback puts back what already served: at once, never through a canary or shadow.
-        let gradual = matches!(kind, EventKind::Deploy | EventKind::Promote);
-        if gradual && config.strategy != crate::canary::Strategy::BlueGreen {
-            let passed = match config.strategy {
-                crate::canary::Strategy::Canary => {
-                    let plan = config.canary.clone().unwrap_or_default();
-                    self.canary(env, &router, &candidate, &plan, &mut analysis).await
-                }
-                _ => {
-                    let plan = config.shadow.clone().unwrap_or_default();
-                    let judged = self.shadow(env, &router, &candidate, &plan, &mut analysis).await;
-                    let cleared = router.clear_shadow().await.map_err(DeployError::Target);
-                    judged.and_then(|ok| cleared.map(|()| ok))
-                }
-            };
-            if !matches!(passed, Ok(true)) {
-                // Abort: every request back to stable first, only then the candidate stopped (a
-                // router that kept the share would send it to a stopped server), the steps kept.
-                if let Err(e) = router.clear_canary().await {
-                    (self.say)(&format!("{env}: the router kept the canary's share; the candidate keeps running"));
-                    return Err(DeployError::Target(e));
-                }
-                target::stop(&candidate).await.map_err(DeployError::Target)?;
-                passed?;
-                let seen = Seen { smoke: checks, analysis };
-                let event = self.record(env, &release, kind, Outcome::Rejected, &previous, approval, seen).await?;
-                self.finished(env);
-                let why = event.analysis.last().map_or(String::new(), |a| format!(": {}", a.reason));
-                (self.say)(&format!(
-                    "{env}: {} was refused before the switch{why}; {env} is unchanged",
-                    release.version
-                ));
-                return Ok(Report { events: vec![event], exit_code: 1 });
-            }
-            held()?;
-        }
-        let old = self.switch(env, &router, candidate, &mut intent).await?;
-        if !analysis.is_empty() {
-            // The candidate is the backend now; its canary share is moot.
-            router.clear_canary().await.map_err(DeployError::Target)?;
-        }
-        self.checkpoint(env, &mut intent, Phase::Soaking)?;
-        let after = smoke::soak(&format!("http://{}", router.public), &config.smoke, &release.model_digest).await;
-        if passed(&after) {
-            if let Some(old) = old {
-                target::stop(&old).await.map_err(DeployError::Target)?;
-            }
-            self.checkpoint(env, &mut intent, Phase::Recording)?;
-            held()?;
-            let seen = Seen { smoke: after, analysis };
-            let event = self.record(env, &release, kind, Outcome::Live, &previous, approval, seen).await?;
-            self.finished(env);
-            (self.say)(&format!("{env}: {} is live on {}", release.version, router.public));
-            return Ok(Report { events: vec![event], exit_code: 0 });
-        }
-        self.checkpoint(env, &mut intent, Phase::RollingBack)?;
-        let failed = self.record(env, &release, kind, Outcome::RolledBack, &previous, approval, after).await?;
-        let Some(previous_release) = previous.clone() else {
-            self.finished(env);
-            (self.say)(&format!(
-                "{env}: {} failed after the switch and there is no previous release to put back",
-                release.version
-            ));
-            return Ok(Report { events: vec![failed], exit_code: 1 });
-        };
-        (self.say)(&format!(
-            "{env}: {} failed after the switch; putting {} back",
-            release.version, previous_release.version
-        ));
-        let restored = self.restore(env, &config, &router, previous_release, old).await?;
-        self.finished(env);
-        Ok(Report { events: vec![failed, restored], exit_code: 1 })
-    }
-
-    /// Switches the router to `candidate`; returns the backend it replaced. With an intent,
-    /// records right after the switch that it happened.
-    async fn switch(
-        &self,
-        env: &str,
-        router: &Router,
-        candidate: Backend,
-        intent: &mut Intent,
-    ) -> Result<Option<Backend>, DeployError> {
-        let dir = target::env_dir(&self.root, env);
-        let old = live_backend(&dir);
-        // The router keeps what it saw of the old backend: a watch compares the new one with it.
-        if let Some(o) = &old {
-            let _ = std::fs::write(dir.join("previous-backend"), o.addr.to_string());
-        }
-        if let target::Switched::Undrained(said) = router.switch(candidate.addr).await.map_err(DeployError::Target)? {
-            (self.say)(&format!("warning: {env}: {said}"));
-        }
-        if intent.phase != Phase::RollingBack {
-            self.checkpoint(env, intent, Phase::Switched)?;
-        }
-        set_live(&dir, &candidate)?;
-        Ok(old.filter(|o| target::alive(&o.handle)))
-    }
-
-    /// Puts `release` back after a failed switch: reuses the old backend if it still runs.
-    async fn restore(
-        &self,
-        env: &str,
-        config: &EnvConfig,
-        router: &Router,
-        release: Release,
-        old: Option<Backend>,
-    ) -> Result<Event, DeployError> {
-        let failing: Option<Backend> = std::fs::read(target::env_dir(&self.root, env).join("live.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let backend = match old {
-            Some(old) => old,
-            None => {
-                let bundle = self.root.join(engine::STATE_DIR).join("releases").join(&release.version);
-                self.blobs().materialise(&release.files, &bundle).await?;
-                target::start(config.target, &release, &bundle, &target::env_dir(&self.root, env).join("logs"))
-                    .await
-                    .map_err(DeployError::Target)?
-            }
-        };
-        if let target::Switched::Undrained(said) = router.switch(backend.addr).await.map_err(DeployError::Target)? {
-            (self.say)(&format!("warning: {env}: {said}"));
-        }
-        set_live(&target::env_dir(&self.root, env), &backend)?;
-        if let Some(failing) = failing {
-            target::stop(&failing).await.map_err(DeployError::Target)?;
-        }
-        let checks = smoke::run(&format!("http://{}", router.public), &config.smoke, &release.model_digest).await;
-        let outcome = if passed(&checks) { Outcome::Live } else { Outcome::RolledBack };
-        self.record(env, &release, EventKind::AutoRollback, outcome, &None, None, checks).await
-    }
-
     /// The environment's router, started if it is not running.
-    async fn router(&self, env: &str, config: &EnvConfig, bundle: &Path) -> Result<Router, DeployError> {
+    pub(crate) async fn router(&self, env: &str, config: &EnvConfig, bundle: &Path) -> Result<Router, DeployError> {
         let dir = target::env_dir(&self.root, env);
         let file = dir.join("router.json");
         let bytes = std::fs::read(&file).ok();
@@ -556,10 +374,7 @@ impl Deployer {
     }
 }
 
-fn passed(checks: &[SmokeCheck]) -> bool {
-    !checks.is_empty() && checks.iter().all(|c| c.passed)
-}
-
-fn short(digest: &str) -> String {
+/// A model digest, short, for progress lines.
+pub(crate) fn short(digest: &str) -> String {
     format!("model {}", &digest[..digest.len().min(12)])
 }

@@ -1,6 +1,7 @@
 //! The kubernetes target: a Deployment and a Service that run the release's image by digest,
-//! with readiness on `/readyz`, applied with `kubectl`, checked with `rollout status`, and
-//! rolled back by applying the previous release's manifests.
+//! with readiness on `/readyz`, applied with `kubectl`, checked with `rollout status` and then
+//! by the smoke tests through the Service's URL, and rolled back by applying the previous
+//! release's manifests — all in the order [`crate::protocol`] gives every target.
 //!
 //! No API server can run on the machines this project is built on, so this path is tested on
 //! its rendered manifests (golden files, parsed by `kubectl --local`), not against a cluster.
@@ -8,9 +9,11 @@
 use serde::{Deserialize, Serialize};
 use xshell::cmd;
 
-use crate::flow::{Deployer, EnvConfig, Report};
-use crate::ledger::{Approval, Event, EventKind, Outcome, Release, SmokeCheck};
-use crate::{DeployError, ledger, smoke};
+use crate::DeployError;
+use crate::flow::EnvConfig;
+use crate::ledger::Release;
+use crate::protocol::Target;
+use crate::target::{Backend, Router};
 
 /// `[environments.NAME.kubernetes]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,33 +103,55 @@ fn kubectl_args(k: &KubeConfig) -> Vec<String> {
     args
 }
 
-/// Applies `release`, waits for the rollout, smoke-tests it, and re-applies the previous release
-/// if the checks fail.
-pub(crate) async fn put_live(
-    d: &Deployer,
-    env: &str,
-    config: &EnvConfig,
+/// The kubernetes target of the deploy protocol: the release is rolled out in place (a
+/// Deployment with `maxUnavailable: 0` and readiness on `/readyz`), so it has no address of its
+/// own before the switch and is checked through the Service's URL after it; a rollback applies
+/// the previous release's manifests.
+pub(crate) struct Kube<'a> {
+    env: &'a str,
+    k: KubeConfig,
     release: Release,
-    kind: EventKind,
-    approval: Option<Approval>,
-    events: &[Event],
-) -> Result<Report, DeployError> {
-    let k = config.kubernetes.clone().ok_or_else(|| {
-        anyhow::anyhow!("environment {env} uses kubernetes but has no [environments.{env}.kubernetes] section")
-    })?;
-    let previous = ledger::live(events, env);
-    apply(env, &release, &k).map_err(DeployError::Target)?;
-    let checks = smoke::soak(&k.url, &config.smoke, &release.model_digest).await;
-    if checks.iter().all(|c| c.passed) {
-        let event = d.record(env, &release, kind, Outcome::Live, &previous, approval, checks).await?;
-        return Ok(Report { events: vec![event], exit_code: 0 });
+}
+
+impl<'a> Kube<'a> {
+    pub(crate) fn new(env: &'a str, config: &EnvConfig, release: &Release) -> Result<Kube<'a>, DeployError> {
+        let k = config.kubernetes.clone().ok_or_else(|| {
+            anyhow::anyhow!("environment {env} uses kubernetes but has no [environments.{env}.kubernetes] section")
+        })?;
+        // Rendered before anything is applied: a release that cannot be is refused up front.
+        render(env, release, &k)?;
+        Ok(Kube { env, k, release: release.clone() })
     }
-    let failed = d.record(env, &release, kind, Outcome::RolledBack, &previous, approval, checks).await?;
-    let Some(prev) = previous else { return Ok(Report { events: vec![failed], exit_code: 1 }) };
-    apply(env, &prev, &k).map_err(DeployError::Target)?;
-    let restored: Vec<SmokeCheck> = smoke::run(&k.url, &config.smoke, &prev.model_digest).await;
-    let back = d.record(env, &prev, EventKind::AutoRollback, Outcome::Live, &None, None, restored).await?;
-    Ok(Report { events: vec![failed, back], exit_code: 1 })
+}
+
+impl Target for Kube<'_> {
+    async fn start(&mut self) -> Result<Option<String>, DeployError> {
+        Ok(None)
+    }
+
+    fn gradual(&self) -> Option<(&Router, &Backend)> {
+        None
+    }
+
+    async fn discard(&mut self) -> Result<(), DeployError> {
+        Ok(())
+    }
+
+    async fn switch(&mut self) -> Result<(), DeployError> {
+        apply(self.env, &self.release, &self.k).map_err(DeployError::Target)
+    }
+
+    fn live_url(&self) -> String {
+        self.k.url.clone()
+    }
+
+    async fn retire(&mut self) -> Result<(), DeployError> {
+        Ok(())
+    }
+
+    async fn restore(&mut self, previous: &Release) -> Result<(), DeployError> {
+        apply(self.env, previous, &self.k).map_err(DeployError::Target)
+    }
 }
 
 fn apply(env: &str, release: &Release, k: &KubeConfig) -> anyhow::Result<()> {

@@ -203,7 +203,8 @@ impl Event {
         if self.analysis.len() > 4 * crate::canary::MAX_STEPS
             || self.analysis.iter().any(|a| {
                 !names::is_text(&a.reason, 4096)
-                    || !["canary", "shadow", "watch"].contains(&a.kind.as_str())
+                    || !["canary", "approval", "shadow", "watch"].contains(&a.kind.as_str())
+                    || a.approved.as_ref().is_some_and(|a| !names::is_text(&a.by, 256) || !names::is_text(&a.how, 64))
                     || a.weight > 100
                     || !a.seconds.is_finite()
                     || !numbers(&a.candidate)

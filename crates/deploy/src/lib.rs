@@ -3,6 +3,7 @@
 //! switches the environment's stable port to it without dropping a request, checks it again,
 //! and records it; `rollback --version` puts a recorded release back with nothing to build.
 
+pub mod approve;
 pub mod bundle;
 pub mod canary;
 pub mod flow;
@@ -14,6 +15,7 @@ pub mod lock;
 pub mod names;
 pub mod notify;
 mod progressive;
+mod protocol;
 /// The router, a crate of its own (`crates/router`) so that the release build needs no S3 client.
 pub use ::router;
 pub mod smoke;

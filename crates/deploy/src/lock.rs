@@ -125,6 +125,13 @@ async fn read_holder(remote: &dyn Remote, key: &str) -> Option<Holder> {
     serde_json::from_slice::<Holder>(&bytes).ok().filter(|h| names::is_hex64(&h.token) && names::is_text(&h.who, 256))
 }
 
+/// The generation that holds the lock of `env` now, if one does (a stale one included: it is
+/// held until someone takes it over).
+pub async fn held_generation(remote: &dyn Remote, env: &str) -> Result<Option<u64>, DeployError> {
+    let state = scan(remote, env).await?;
+    Ok(state.top.filter(|_| !state.ended))
+}
+
 /// Takes the lock of `env`, or says who holds it.
 pub async fn acquire(remote: &Arc<dyn Remote>, env: &str, who: &str) -> Result<EnvLock, DeployError> {
     acquire_with(remote, env, who, LockTimes::default()).await

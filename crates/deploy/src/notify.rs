@@ -1,8 +1,10 @@
-//! Webhook notifications: a JSON message on every deploy, promote and rollback. The URL is a
-//! secret (it usually embeds a token): it is never printed, and errors do not quote it.
+//! Webhook notifications: a JSON message on every deploy, promote and rollback, and on every
+//! step of a canary, a shadow or a watch as it ends. The URL is a secret (it usually embeds a
+//! token): it is never printed, and errors do not quote it.
 
 use std::time::Duration;
 
+use crate::canary::StepAnalysis;
 use crate::http;
 use crate::ledger::Event;
 
@@ -13,8 +15,20 @@ pub const WEBHOOK_VAR: &str = "SLIPWAY_WEBHOOK_URL";
 pub async fn send(url: &str, event: &Event) -> anyhow::Result<()> {
     let text =
         format!("{} {:?} {} on {}: {:?}", event.who, event.kind, event.release.version, event.env, event.outcome);
-    let body = serde_json::json!({ "text": text, "event": event }).to_string();
-    let reply = http::send("POST", url, Some(body), Duration::from_secs(10))
+    post(url, serde_json::json!({ "text": text, "event": event })).await
+}
+
+/// Posts one step of `version` on `env` as it ends (or, `waiting`, as it starts to wait for
+/// approval).
+pub async fn step(url: &str, env: &str, version: &str, step: &StepAnalysis) -> anyhow::Result<()> {
+    let verdict = serde_json::to_value(step.verdict).ok().and_then(|v| v.as_str().map(str::to_string));
+    let text =
+        format!("{env}: {version} {} at {}%: {}: {}", step.kind, step.weight, verdict.unwrap_or_default(), step.reason);
+    post(url, serde_json::json!({ "text": text, "env": env, "version": version, "step": step })).await
+}
+
+async fn post(url: &str, body: serde_json::Value) -> anyhow::Result<()> {
+    let reply = http::send("POST", url, Some(body.to_string()), Duration::from_secs(10))
         .await
         .map_err(|_| anyhow::anyhow!("the webhook could not be reached"))?;
     anyhow::ensure!(reply.status < 300, "the webhook answered HTTP {}", reply.status);

@@ -1,10 +1,23 @@
 //! The gradual strategies of a deploy, between the smoke tests and the switch: the canary's
-//! steps and the shadow, each judged from what the router saw (see [`crate::canary`]).
+//! steps and the shadow, each judged from what the router saw (see [`crate::canary`]), each
+//! printed and told to the webhook as it ends; and the hold of a step that waits for approval
+//! (see [`crate::approve`]).
+
+use std::time::{Duration, Instant};
 
 use crate::DeployError;
-use crate::canary::{CanaryConfig, ShadowConfig, StepAnalysis};
+use crate::approve::{self, Pause};
+use crate::canary::{CanaryConfig, Reading, ShadowConfig, Step, StepAnalysis, Verdict, judge};
 use crate::flow::Deployer;
 use crate::target::{Backend, Router};
+
+/// Which deploy runs the gradual strategy: its release and its hold on the environment's lock.
+pub(crate) struct Run<'a> {
+    pub env: &'a str,
+    pub version: &'a str,
+    /// The lock generation the deploy holds (a pause is named by it).
+    pub generation: Option<u64>,
+}
 
 impl Deployer {
     /// The canary steps: a share of live requests to `candidate`, then an analysis of each step
@@ -12,13 +25,14 @@ impl Deployer {
     /// inconclusive where that fails); every step is pushed onto `analysis`.
     pub(crate) async fn canary(
         &self,
-        env: &str,
+        run: &Run<'_>,
         router: &Router,
         candidate: &Backend,
         plan: &CanaryConfig,
         analysis: &mut Vec<StepAnalysis>,
     ) -> Result<bool, DeployError> {
-        use crate::canary::{Inconclusive, MAX_WAITS, Verdict, judge, pause};
+        use crate::canary::{Inconclusive, MAX_WAITS, pause};
+        let env = run.env;
         let Some(stable) = router.backend().await.map_err(DeployError::Target)? else {
             (self.say)(&format!("{env}: nothing is live yet, so the first release takes every request at once"));
             return Ok(true);
@@ -55,10 +69,11 @@ impl Deployer {
                     ms(s.p99_ms),
                     serde_json::to_value(verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
                 ));
-                analysis.push(StepAnalysis {
+                let judged = StepAnalysis {
                     kind: "canary".into(),
                     agreement: None,
                     min_agreement: None,
+                    approved: None,
                     weight: step.weight,
                     seconds: started.elapsed().as_secs_f64(),
                     verdict,
@@ -66,8 +81,17 @@ impl Deployer {
                     candidate: c,
                     stable: s,
                     thresholds: plan.analysis.clone(),
-                });
+                };
+                self.tell(run, &judged).await;
+                analysis.push(judged);
                 match (verdict, plan.analysis.inconclusive) {
+                    (Verdict::Successful, _) if step.approval => {
+                        let window = Window { stable: &stable, candidate: &name, before: &before, started };
+                        if !self.hold(run, router, step, plan, &window, analysis).await? {
+                            return Ok(false);
+                        }
+                        break;
+                    }
                     (Verdict::Successful, _) | (Verdict::Inconclusive, Inconclusive::Pass) => break,
                     (Verdict::Inconclusive, Inconclusive::Wait) if waits < MAX_WAITS => waits += 1,
                     _ => return Ok(false),
@@ -82,13 +106,14 @@ impl Deployer {
     /// verdict, as a canary step's, plus the agreement.
     pub(crate) async fn shadow(
         &self,
-        env: &str,
+        run: &Run<'_>,
         router: &Router,
         candidate: &Backend,
         plan: &ShadowConfig,
         analysis: &mut Vec<StepAnalysis>,
     ) -> Result<bool, DeployError> {
-        use crate::canary::{Inconclusive, MAX_WAITS, Verdict, judge_shadow};
+        use crate::canary::{Inconclusive, MAX_WAITS, judge_shadow};
+        let env = run.env;
         let Some(stable) = router.backend().await.map_err(DeployError::Target)? else {
             (self.say)(&format!("{env}: nothing is live yet to shadow, so the first release goes live at once"));
             return Ok(true);
@@ -116,7 +141,7 @@ impl Deployer {
                 c.error_rate,
                 serde_json::to_value(verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
             ));
-            analysis.push(StepAnalysis {
+            let judged = StepAnalysis {
                 kind: "shadow".into(),
                 weight: plan.share,
                 seconds: started.elapsed().as_secs_f64(),
@@ -127,7 +152,10 @@ impl Deployer {
                 thresholds: plan.analysis.clone(),
                 agreement: Some(agreement),
                 min_agreement: Some(plan.min_agreement),
-            });
+                approved: None,
+            };
+            self.tell(run, &judged).await;
+            analysis.push(judged);
             match (verdict, plan.analysis.inconclusive) {
                 (Verdict::Successful, _) | (Verdict::Inconclusive, Inconclusive::Pass) => return Ok(true),
                 (Verdict::Inconclusive, Inconclusive::Wait) if waits < MAX_WAITS => waits += 1,
@@ -135,4 +163,101 @@ impl Deployer {
             }
         }
     }
+
+    /// Holds a canary step at its weight until someone approves it, judging it every second
+    /// over the step's whole window: a failure while it waits aborts, and so does no approval
+    /// within `approval_timeout_seconds`. `Ok(true)` once approved.
+    async fn hold(
+        &self,
+        run: &Run<'_>,
+        router: &Router,
+        step: &Step,
+        plan: &CanaryConfig,
+        window: &Window<'_>,
+        analysis: &mut Vec<StepAnalysis>,
+    ) -> Result<bool, DeployError> {
+        let env = run.env;
+        let generation = run.generation.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{env}: a canary step that waits for approval needs the deploy lock, and this deploy has none"
+            )
+        })?;
+        let pause = Pause {
+            env: env.into(),
+            version: run.version.into(),
+            weight: step.weight,
+            who: self.who.clone(),
+            generation,
+        };
+        approve::open(&self.remote, &pause).await?;
+        let limit = Duration::from_secs_f64(
+            plan.approval_timeout_seconds.clamp(1.0, crate::canary::MAX_APPROVAL_TIMEOUT_SECONDS),
+        );
+        let waiting = format!(
+            "waiting for `cargo xtask promote {env} --approve` (at most {}); still judged every second",
+            crate::canary::span(limit)
+        );
+        (self.say)(&format!("{env}: canary {}% holds: {waiting}", step.weight));
+        let (mut unreachable, waited) = (false, Instant::now());
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let after = router.reading().await.map_err(DeployError::Target)?;
+            let (c, s) = (after.since(window.before, window.candidate), after.since(window.before, window.stable));
+            let (verdict, reason) = judge(&c, &s, &plan.analysis);
+            let approved = match approve::approval(&*self.remote, env, generation).await {
+                Ok(a) => a,
+                // The remote may come back: the wait goes on, and so does the analysis.
+                Err(DeployError::Store(store::StoreError::Unreachable { .. })) => {
+                    if !std::mem::replace(&mut unreachable, true) {
+                        (self.say)(&format!(
+                            "warning: {env}: the remote is unreachable; an approval is read when it is back"
+                        ));
+                    }
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let timed_out = waited.elapsed() >= limit;
+            let (verdict, reason) = match (verdict, &approved) {
+                (Verdict::Failed, _) => (Verdict::Failed, format!("while it waited for approval: {reason}")),
+                (_, Some(a)) => (Verdict::Successful, format!("approved by {} ({}); {reason}", a.by, a.how)),
+                _ if timed_out => (Verdict::Failed, format!("no approval within {}", crate::canary::span(limit))),
+                _ => continue,
+            };
+            let held = StepAnalysis {
+                kind: "approval".into(),
+                weight: step.weight,
+                seconds: window.started.elapsed().as_secs_f64(),
+                verdict,
+                reason,
+                candidate: c,
+                stable: s,
+                thresholds: plan.analysis.clone(),
+                agreement: None,
+                min_agreement: None,
+                approved,
+            };
+            (self.say)(&format!("{env}: canary {}%: {}", step.weight, held.reason));
+            self.tell(run, &held).await;
+            analysis.push(held);
+            return Ok(verdict == Verdict::Successful);
+        }
+    }
+
+    /// Tells the webhook, if there is one, how a step ended.
+    async fn tell(&self, run: &Run<'_>, step: &StepAnalysis) {
+        if let Some(url) = &self.webhook
+            && let Err(e) = crate::notify::step(url, run.env, run.version, step).await
+        {
+            (self.say)(&format!("warning: the webhook was not told of the step: {e}"));
+        }
+    }
+}
+
+/// A step's window: the backends' names and the reading it started from.
+struct Window<'a> {
+    stable: &'a str,
+    candidate: &'a str,
+    before: &'a Reading,
+    started: Instant,
 }

@@ -192,6 +192,7 @@ impl Deployer {
                 },
                 agreement: None,
                 min_agreement: None,
+                approved: None,
             };
             let why = Seen::because(step);
             let failed = self

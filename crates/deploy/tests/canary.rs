@@ -73,13 +73,19 @@ ThreadingHTTPServer((host, int(port)), Handler).serve_forever()
 }
 
 fn deployer(root: &Path, port: u16, said: Arc<Mutex<Vec<String>>>) -> Deployer {
+    deployer_on(TargetKind::Local, root, port, said)
+}
+
+/// A canary deployer of `production` on `target`, saying into `said`.
+pub(crate) fn deployer_on(target: TargetKind, root: &Path, port: u16, said: Arc<Mutex<Vec<String>>>) -> Deployer {
     let remote: Arc<dyn Remote> = Arc::new(DirRemote::new(root.join("remote")));
     let canary = CanaryConfig {
-        steps: vec![Step { weight: 20, pause_seconds: 3.0 }, Step { weight: 50, pause_seconds: 3.0 }],
+        steps: vec![Step::new(20, 3.0), Step::new(50, 3.0)],
         analysis: Thresholds { p99_slack_ms: 25.0, min_requests: 20, ..Thresholds::default() },
+        ..CanaryConfig::default()
     };
     let env = EnvConfig {
-        target: TargetKind::Local,
+        target,
         port,
         smoke: SmokeConfig { soak_seconds: 0.5, ..SmokeConfig::default() },
         kubernetes: None,
@@ -184,13 +190,13 @@ async fn a_good_canary_goes_through_and_a_failing_or_slow_one_is_aborted_at_its_
 }
 
 /// Live traffic of both kinds of review, counting what answered it.
-struct Reviews {
+pub(crate) struct Reviews {
     stop: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<(usize, usize, std::collections::BTreeSet<String>)>>,
 }
 
 impl Reviews {
-    fn start(url: &str, clients: usize) -> Reviews {
+    pub(crate) fn start(url: &str, clients: usize) -> Reviews {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tasks = (0..clients)
             .map(|i| {
@@ -218,7 +224,7 @@ impl Reviews {
         Reviews { stop, tasks }
     }
 
-    async fn stop(self) -> (usize, usize, std::collections::BTreeSet<String>) {
+    pub(crate) async fn stop(self) -> (usize, usize, std::collections::BTreeSet<String>) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut total = (0, 0, std::collections::BTreeSet::new());
         for t in self.tasks {
@@ -233,7 +239,7 @@ impl Reviews {
 
 /// A model that calls every review fresh: it passes a smoke set that checks only a good review,
 /// and disagrees with the live model on every bad one.
-fn always_fresh(dir: &Path) -> PathBuf {
+pub(crate) fn always_fresh(dir: &Path) -> PathBuf {
     let words = ["wonderful", "moving", "brilliant", "dull", "lifeless", "boring"];
     let mut csv = String::from("text,label\n");
     for i in 0..120 {

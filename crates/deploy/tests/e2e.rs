@@ -279,7 +279,7 @@ async fn faults_are_clear_errors_and_rollback_works_without_the_remote() {
 
 /// A candidate whose release carries an OCI image of `model` (built daemonless), for the
 /// docker target.
-fn image_candidate(dir: &Path, serve: &Path, router: &Path, model: &Path, sha: &str) -> deploy::Candidate {
+pub(crate) fn image_candidate(dir: &Path, serve: &Path, router: &Path, model: &Path, sha: &str) -> deploy::Candidate {
     let out = dir.join(format!("image-{sha}"));
     let spec = image::ImageSpec {
         repository: "slipway-serve".into(),

@@ -9,4 +9,5 @@ mod fuzz;
 mod kube;
 mod ledger;
 mod lock;
+mod progressive;
 mod router;

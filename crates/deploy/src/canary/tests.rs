@@ -54,7 +54,7 @@ fn a_reading_of_the_routers_metrics_gives_the_step_between_two() {
 fn settings_out_of_bounds_are_refused() {
     assert!(CanaryConfig::default().check().is_ok());
     let with = |steps: Vec<(u8, f64)>| CanaryConfig {
-        steps: steps.into_iter().map(|(weight, pause_seconds)| Step { weight, pause_seconds }).collect(),
+        steps: steps.into_iter().map(|(weight, pause_seconds)| Step::new(weight, pause_seconds)).collect(),
         ..CanaryConfig::default()
     };
     for bad in
@@ -65,6 +65,19 @@ fn settings_out_of_bounds_are_refused() {
     let mut c = CanaryConfig::default();
     c.analysis.max_error_rate = 2.0;
     assert!(c.check().is_err());
+    for timeout in [0.0, -1.0, f64::INFINITY, 8.0 * 86_400.0] {
+        let c = CanaryConfig { approval_timeout_seconds: timeout, ..CanaryConfig::default() };
+        assert!(c.check().is_err(), "{timeout}");
+    }
+    // An indefinite pause: a step with no length of its own that waits for approval.
+    let held: CanaryConfig =
+        toml::from_str("steps = [{ weight = 10, pause_seconds = 30 }, { weight = 50, approval = true }]\n").unwrap();
+    assert_eq!(held.steps[1], Step { weight: 50, pause_seconds: 0.0, approval: true });
+    assert!(held.check().is_ok());
+    assert!(
+        toml::from_str::<CanaryConfig>("steps = [{ weight = 10, approve = true }]\n").is_err(),
+        "a typo is refused"
+    );
     let parsed: CanaryConfig = toml::from_str(
         "steps = [{ weight = 10, pause_seconds = 5 }]\n[analysis]\nmax_error_rate = 0.05\ninconclusive = \"fail\"\n",
     )
