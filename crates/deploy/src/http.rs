@@ -30,6 +30,9 @@ impl Reply {
     }
 }
 
+/// The largest answer read.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
 /// Sends `method url` with `body` (JSON when given), waiting at most `timeout`.
 pub async fn send(method: &str, url: &str, body: Option<String>, timeout: Duration) -> Result<Reply> {
     send_as(method, url, body, None, timeout).await
@@ -57,6 +60,13 @@ pub async fn send_as(
         .map_err(|_| anyhow::anyhow!("no answer from {url} within {timeout:?}"))?
         .with_context(|| format!("cannot reach {url}"))?;
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.with_context(|| format!("the answer from {url} broke off"))?.to_bytes();
+    // Servers under test, routers and webhooks are not trusted to answer in bounded size.
+    let body = match http_body_util::Limited::new(body, MAX_REPLY_BYTES).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            anyhow::bail!("the answer from {url} is over {MAX_REPLY_BYTES} bytes")
+        }
+        Err(e) => return Err(anyhow::anyhow!("the answer from {url} broke off: {e}")),
+    };
     Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
 }

@@ -197,3 +197,49 @@ fn comparing_answers_counts_rows_labels_and_probability_differences() {
     assert_eq!(compare(b"not json", a.as_bytes()), None);
     assert_eq!(compare(a.as_bytes(), br#"{"predictions": 3}"#), None);
 }
+
+/// A backend that answers every request with `bytes` bytes.
+async fn huge_backend(bytes: usize) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = hyper::body::Bytes::from(vec![b'x'; bytes]);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    let body = body.clone();
+                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(body))) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_past_the_bound_is_a_backend_error_and_the_router_goes_on() {
+    let (public, port) = router().await;
+    let admin_url = format!("http://{port}/backend");
+    let limit = deploy::router::MAX_ANSWER_BYTES;
+    let huge = huge_backend(limit + 1).await;
+    assert_eq!(admin("PUT", &admin_url, Some(huge.to_string())).await.status, 200);
+    let r = http::send("GET", &format!("http://{public}/x"), None, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains(&format!("more than {limit} bytes")), "{}", r.text());
+    // Just under the bound passes whole.
+    let big = huge_backend(limit - 1).await;
+    assert_eq!(admin("PUT", &admin_url, Some(big.to_string())).await.status, 200);
+    let r = http::send("GET", &format!("http://{public}/x"), None, Duration::from_secs(30)).await.unwrap();
+    assert_eq!((r.status, r.body.len()), (200, limit - 1));
+    let metrics = admin("GET", &format!("http://{port}/metrics"), None).await.text();
+    let errors = metrics
+        .lines()
+        .find(|l| l.starts_with("slipway_router_errors_total") && l.contains(&huge.to_string()))
+        .unwrap_or_default()
+        .to_string();
+    assert!(errors.ends_with(" 1"), "the oversized answer counts as the backend's error: {errors}");
+}
