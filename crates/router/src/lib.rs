@@ -187,10 +187,11 @@ pub async fn run(options: Options, ready: impl FnOnce(RouterAddrs)) -> Result<()
     a.and(b)
 }
 
-async fn serve_loop<F, Fut>(listener: TcpListener, mut stop: watch::Receiver<bool>, handle: F) -> Result<()>
+async fn serve_loop<F, Fut, B>(listener: TcpListener, mut stop: watch::Receiver<bool>, handle: F) -> Result<()>
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -237,23 +238,89 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
     }
 }
 
-async fn proxy(req: Request<Incoming>, state: Arc<State>, client: Client<HttpConnector, Body>) -> Response<Body> {
+/// A live answer's body that tells when the connection is done with it: a copy goes to the
+/// shadow only then, so mirroring never competes with the live answer it copies.
+struct Told {
+    inner: Body,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Told {
+    fn tell(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl hyper::body::Body for Told {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            self.tell();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Told {
+    fn drop(&mut self) {
+        self.tell();
+    }
+}
+
+async fn proxy(req: Request<Incoming>, state: Arc<State>, client: Client<HttpConnector, Body>) -> Response<Told> {
+    let (answer, mirror) = route(req, &state, &client).await;
+    let (parts, inner) = answer.into_parts();
+    let done = mirror.map(|(mirror, live)| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = rx.await;
+            shadow(state, client, mirror, live).await;
+        });
+        tx
+    });
+    Response::from_parts(parts, Told { inner, done })
+}
+
+/// A copy of a request for the shadow, and the live answer to compare the shadow's with.
+type Mirrored = Option<(Mirror, Full<Bytes>)>;
+
+async fn route(
+    req: Request<Incoming>,
+    state: &Arc<State>,
+    client: &Client<HttpConnector, Body>,
+) -> (Response<Body>, Mirrored) {
     let (parts, body) = req.into_parts();
     let body = match read_body(body).await {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return (response, None),
     };
     // Chosen, and counted, only now that the request is whole.
     let Some((backend, role, _in_flight)) = state.current() else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "no release is deployed to this environment yet\n");
+        return (text(StatusCode::SERVICE_UNAVAILABLE, "no release is deployed to this environment yet\n"), None);
     };
     let figures = state.stats.of(&backend, role);
     let start = Instant::now();
     let mut parts = parts;
-    let mirror = (role == "stable").then(|| mirror_of(&state, &parts, &body)).flatten();
+    let mirror = (role == "stable").then(|| mirror_of(state, &parts, &body)).flatten();
     parts.headers.insert(ROUTE_HEADER, hyper::header::HeaderValue::from_static(role));
     // A backend that hangs is an error of that backend, counted as one, not a request held forever.
-    let answer = match tokio::time::timeout(FORWARD_TIMEOUT, forward(parts, body, &backend, &client)).await {
+    let answer = match tokio::time::timeout(FORWARD_TIMEOUT, forward(parts, body, &backend, client)).await {
         Ok(answer) => answer,
         Err(_) => Ok(text(
             StatusCode::GATEWAY_TIMEOUT,
@@ -261,13 +328,13 @@ async fn proxy(req: Request<Incoming>, state: Arc<State>, client: Client<HttpCon
         )),
     };
     figures.observe(start.elapsed(), answer.as_ref().map_or(true, |r| r.status().is_server_error()));
-    if let (Some(mirror), Ok(live)) = (mirror, &answer)
-        && live.status() == StatusCode::OK
-    {
-        let live = live.body().clone();
-        tokio::spawn(shadow(state.clone(), client.clone(), mirror, live));
-    }
-    answer.unwrap_or_else(|e| text(StatusCode::BAD_GATEWAY, &format!("the backend {backend} failed: {e}\n")))
+    let mirrored = match (mirror, &answer) {
+        (Some(mirror), Ok(live)) if live.status() == StatusCode::OK => Some((mirror, live.body().clone())),
+        _ => None,
+    };
+    let answer =
+        answer.unwrap_or_else(|e| text(StatusCode::BAD_GATEWAY, &format!("the backend {backend} failed: {e}\n")));
+    (answer, mirrored)
 }
 
 /// A copy of a prediction request for the shadow, if there is one and this request is in its
