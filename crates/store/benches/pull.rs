@@ -361,10 +361,13 @@ impl Seaweed {
             .stderr(log)
             .spawn()
             .context("cannot start weed")?;
-        let server = Seaweed { child, base };
+        let mut server = Seaweed { child, base };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", base)).is_err() {
-            ensure!(Instant::now() < deadline, "SeaweedFS did not open its S3 port within 30 s");
+        while !(0..4).all(|i| TcpStream::connect(("127.0.0.1", base + i)).is_ok()) {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("SeaweedFS exited while starting ({status}); see {}", dir.join("weed.log").display());
+            }
+            ensure!(Instant::now() < deadline, "SeaweedFS did not open its ports within 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(server)
@@ -415,13 +418,13 @@ impl Drop for Seaweed {
     }
 }
 
-/// `weed mini`'s nine HTTP ports from `base` and their gRPC twins at +10000; the rest off.
+/// `weed mini`'s nine HTTP ports from `base` and their gRPC twins at +10; the rest off.
 fn port_flags(base: u16) -> Vec<String> {
     let names = ["s3", "master", "filer", "volume", "admin"];
     let mut flags: Vec<String> = names
         .iter()
         .zip(base..)
-        .flat_map(|(name, port)| [format!("-{name}.port={port}"), format!("-{name}.port.grpc={}", port + 10_000)])
+        .flat_map(|(name, port)| [format!("-{name}.port={port}"), format!("-{name}.port.grpc={}", port + 10)])
         .collect();
     let others = ["metricsPort", "s3.metricsPort", "debug.port", "s3.debug.port"];
     flags.extend(others.iter().zip(base + 5..).map(|(name, port)| format!("-{name}={port}")));
@@ -429,12 +432,16 @@ fn port_flags(base: u16) -> Vec<String> {
     flags
 }
 
-/// A block of 9 ports (and the same +10000 for gRPC) that are free now.
+/// A block of 20 ports that are free now, below the kernel's ephemeral range: a port in that
+/// range can be taken as the source port of an outgoing connection before the server binds it.
 fn free_port_block() -> u16 {
     let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let ephemeral = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low = ephemeral.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32_768);
+    let blocks = (low.clamp(21_000, 32_768) - 20_000) / 20;
     loop {
-        let base = 20_000 + fastrand::u16(..2_000) * 10;
-        if (0..9).all(|i| free(base + i) && free(base + i + 10_000)) {
+        let base = 20_000 + fastrand::u16(..blocks) * 20;
+        if (0..20).all(|i| free(base + i)) {
             return base;
         }
     }

@@ -43,6 +43,16 @@ pub enum StoreError {
         /// The remote.
         remote: String,
     },
+    /// An object is larger than what reads it takes.
+    #[error("{key} on {remote} is larger than {limit} bytes, more than such an object can be")]
+    TooLarge {
+        /// Its key.
+        key: String,
+        /// The remote.
+        remote: String,
+        /// The most that is read.
+        limit: u64,
+    },
     /// No credentials were found for S3.
     #[error("no S3 credentials for {remote}")]
     NoCredentials {
@@ -84,6 +94,7 @@ impl StoreError {
             StoreError::BadManifest { .. } => "the remote holds a manifest no tool wrote; push the directory again from a good copy".into(),
             StoreError::Corrupt { key, .. } => format!("delete {key} on the remote and push it again from a machine that has the file"),
             StoreError::Missing { .. } => "push it from the machine that added the data (`cargo xtask push` or `dvc push`), or point SLIPWAY_REMOTE at the remote that has it".into(),
+            StoreError::TooLarge { .. } => "the remote holds an object no Slipway wrote; remove it, or point SLIPWAY_REMOTE at the right remote".into(),
             StoreError::NoCredentials { .. } => "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE with ~/.aws/credentials); for a server other than AWS also set AWS_ENDPOINT_URL".into(),
             StoreError::Denied { .. } => "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and that they may use this bucket".into(),
             StoreError::NoBucket { .. } => "create the bucket, or fix the bucket name in SLIPWAY_REMOTE / .dvc/config".into(),

@@ -25,6 +25,10 @@ pub trait Remote: Send + Sync {
     /// Streams `key` into the new file `dest`; returns the md5 and length of what was written.
     async fn get(&self, key: &str, dest: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(Md5, u64), StoreError>;
 
+    /// The whole of `key`, a small object, in memory: [`StoreError::TooLarge`] once more than
+    /// `limit` bytes came, without reading the rest.
+    async fn read_small(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError>;
+
     /// Uploads the file `src` as `key`, replacing any object there.
     async fn put(&self, key: &str, src: &Path) -> Result<(), StoreError>;
 
@@ -86,6 +90,21 @@ impl Remote for DirRemote {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dest.display()))?;
         progress(len);
         Ok((md5, len))
+    }
+
+    async fn read_small(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let src = match File::open(self.path(key)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing(key)),
+            other => other.map_err(|e| anyhow::anyhow!("cannot read {key} from {}: {e}", self.describe()))?,
+        };
+        let mut bytes = Vec::new();
+        src.take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("cannot read {key} from {}: {e}", self.describe()))?;
+        if bytes.len() as u64 > limit {
+            return Err(StoreError::TooLarge { key: key.into(), remote: self.describe(), limit });
+        }
+        Ok(bytes)
     }
 
     async fn put(&self, key: &str, src: &Path) -> Result<(), StoreError> {
@@ -205,6 +224,10 @@ impl Remote for Prefixed {
 
     async fn get(&self, key: &str, dest: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(Md5, u64), StoreError> {
         self.inner.get(&self.key(key), dest, progress).await
+    }
+
+    async fn read_small(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
+        self.inner.read_small(&self.key(key), limit).await
     }
 
     async fn put(&self, key: &str, src: &Path) -> Result<(), StoreError> {

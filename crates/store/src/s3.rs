@@ -134,6 +134,27 @@ impl Remote for S3Remote {
         Ok(file.finish().await.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dest.display()))?)
     }
 
+    async fn read_small(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let resp = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await;
+        let resp = resp.map_err(|e| self.classify(key, e))?;
+        let too_large = || StoreError::TooLarge { key: key.into(), remote: self.describe.clone(), limit };
+        if resp.content_length().is_some_and(|n| u64::try_from(n).unwrap_or(0) > limit) {
+            return Err(too_large());
+        }
+        let (mut body, mut bytes) = (resp.body, Vec::new());
+        // The length is the server's word; what comes is counted too, and the rest is never read.
+        while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Unreachable {
+            remote: self.describe.clone(),
+            detail: format!("download of {key} broke off: {}", DisplayErrorContext(&e)),
+        })? {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
     async fn put(&self, key: &str, src: &Path) -> Result<(), StoreError> {
         let body =
             ByteStream::from_path(src).await.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", src.display()))?;

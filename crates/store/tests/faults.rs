@@ -211,3 +211,30 @@ fn read_tree_len(dir: &Path) -> usize {
         .filter(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with(".slipway-"))
         .count()
 }
+
+/// A small object (a lock, a pause, an approval) is read whole within its bound, and one past
+/// the bound is refused as too large, on a directory and on SeaweedFS alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_read_takes_at_most_its_bound() {
+    let server = Seaweed::start();
+    server.create_bucket("small");
+    let dir = tempfile::tempdir().unwrap();
+    let settings = server.env("small", "bounded");
+    let remotes: Vec<(&str, Box<dyn store::Remote>)> = vec![
+        ("a directory", Box::new(store::DirRemote::new(dir.path()))),
+        ("SeaweedFS", store::resolve(dir.path(), &settings).unwrap().open().unwrap()),
+    ];
+    for (name, remote) in remotes {
+        let (at, over) = (vec![b'a'; 4096], vec![b'b'; 4097]);
+        assert!(remote.put_if_absent("at", at.clone()).await.unwrap(), "{name}");
+        assert!(remote.put_if_absent("over", over).await.unwrap(), "{name}");
+        assert!(remote.put_if_absent("empty", Vec::new()).await.unwrap(), "{name}");
+        assert_eq!(remote.read_small("at", 4096).await.unwrap(), at, "{name}");
+        assert_eq!(remote.read_small("empty", 4096).await.unwrap(), Vec::<u8>::new(), "{name}");
+        let err = remote.read_small("over", 4096).await.unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge { limit: 4096, .. }), "{name}: {err}");
+        assert!(err.to_string().contains("over") && err.to_string().contains("4096"), "{name}: {err}");
+        let err = remote.read_small("missing", 4096).await.unwrap_err();
+        assert!(matches!(err, StoreError::Missing { .. }), "{name}: {err}");
+    }
+}

@@ -33,7 +33,15 @@ impl Seaweed {
     pub fn start() -> Seaweed {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Seaweed { child: None, dir, base: free_port_block() };
-        server.launch();
+        // A port of the block can still be taken before the server binds it; the server then
+        // exits, and a fresh block is tried.
+        for _ in 0..4 {
+            if server.launch().is_ok() {
+                return server;
+            }
+            server.base = free_port_block();
+        }
+        server.launch().unwrap_or_else(|e| panic!("{e}"));
         server
     }
 
@@ -46,9 +54,9 @@ impl Seaweed {
         clippy::disallowed_methods,
         reason = "the fixture must keep the child to stop and restart the server; xshell cannot"
     )]
-    fn launch(&mut self) {
+    fn launch(&mut self) -> Result<(), String> {
         let p = |offset: u16| (self.base + offset).to_string();
-        let g = |offset: u16| (self.base + offset + 10_000).to_string();
+        let g = |offset: u16| (self.base + offset + GRPC).to_string();
         let args = [
             ("s3.port", p(0)),
             ("s3.port.grpc", g(0)),
@@ -84,12 +92,24 @@ impl Seaweed {
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        self.child = Some(cmd.spawn().expect("cannot start weed"));
+        let mut child = cmd.spawn().expect("cannot start weed");
+        // Up and settled: the S3, master, filer and volume ports all listen, and the process
+        // is still there (a port taken between `free_port_block` and its bind ends it).
+        let listening = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.base)).is_err() {
-            assert!(Instant::now() < deadline, "SeaweedFS did not open its S3 port within 30 s");
+        while !(0..4).all(|i| listening(self.base + i)) {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Err(format!("SeaweedFS exited while starting ({status}) on ports from {}", self.base));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("SeaweedFS did not open its ports within 30 s");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
@@ -103,7 +123,7 @@ impl Seaweed {
     /// Starts the server again on the same ports and data.
     pub fn restart(&mut self) {
         self.kill();
-        self.launch();
+        self.launch().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Creates `bucket`, retrying while the freshly started server is still settling. Runs on
@@ -177,15 +197,24 @@ impl Drop for Seaweed {
     }
 }
 
-/// A block of 9 ports (and the same +10000 for gRPC) that are free now.
+/// Where a block's gRPC ports start, after its 9 HTTP ports.
+const GRPC: u16 = 10;
+
+/// A block of 20 ports, free now, that no other server of this process was given.
+///
+/// The block lies below the kernel's ephemeral range: a port in that range can be taken, between
+/// this check and the server's bind, as the source port of any outgoing connection (SeaweedFS's
+/// own parts connect to each other while they start), and the server then exits.
 fn free_port_block() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low = ephemeral.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32_768);
+    let blocks = (low.clamp(21_000, 32_768) - 20_000) / 20;
     loop {
-        let base = 20_000 + fastrand::u16(..2_000) * 10;
-        let all_free = (0..9).all(|i| {
-            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && TcpListener::bind(("127.0.0.1", base + i + 10_000)).is_ok()
-        });
-        if all_free {
+        let base = 20_000 + fastrand::u16(..blocks) * 20;
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&base) && (0..20).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            given.push(base);
             return base;
         }
     }
