@@ -289,8 +289,14 @@ async fn proxy(req: Request<Incoming>, state: Arc<State>, client: Client<HttpCon
     let done = mirror.map(|(mirror, live)| {
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let _ = rx.await;
+            // A client that takes its answer slowly holds up its copy no longer than a body
+            // may take; the copy then takes one of the shadow's places, or is dropped when
+            // every place is taken. Until then a waiting copy holds only what its live
+            // connection holds already.
+            let _ = tokio::time::timeout(BODY_TIMEOUT, rx).await;
+            let Ok(permit) = state.mirrors.0.clone().try_acquire_owned() else { return };
             shadow(state, client, mirror, live).await;
+            drop(permit);
         });
         tx
     });
@@ -347,20 +353,18 @@ fn mirror_of(state: &State, parts: &hyper::http::request::Parts, body: &Bytes) -
     if (state.shadow_seq.fetch_add(1, Ordering::Relaxed) * 61) % 100 >= share {
         return None;
     }
-    let permit = state.mirrors.0.clone().try_acquire_owned().ok()?;
     let mut request = Request::builder().method(parts.method.clone()).uri(parts.uri.clone());
     for (k, v) in parts.headers.iter().filter(|(k, _)| k.as_str() != ROUTE_HEADER) {
         request = request.header(k, v);
     }
     let request = request.header(ROUTE_HEADER, "shadow").body(()).ok()?;
-    Some(Mirror { target, request: request.into_parts().0, body: body.clone(), _permit: permit })
+    Some(Mirror { target, request: request.into_parts().0, body: body.clone() })
 }
 
 struct Mirror {
     target: String,
     request: hyper::http::request::Parts,
     body: Bytes,
-    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Sends the copy to the shadow, counts it, compares its answer with the live one, drops it.

@@ -118,7 +118,7 @@ fn bench() -> anyhow::Result<()> {
         if worst <= 1.10 { "met" } else { "NOT met" }
     );
     println!("the shadow compared {mirrored_rows} rows; no live request failed");
-    router.stop(&sh);
+    drop(router);
     live.stop(&sh)?;
     candidate.stop(&sh)?;
     Ok(())
@@ -270,8 +270,11 @@ impl Router {
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
             .sum())
     }
+}
 
-    fn stop(mut self, _sh: &Shell) {
+impl Drop for Router {
+    /// Also on an error or a panic half-way through the bench.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
