@@ -68,6 +68,8 @@ pub enum Cmd {
     Deploy(DeployArgs),
     /// Move exactly the release live on staging to another environment; needs approval
     Promote(PromoteArgs),
+    /// Let a canary step that waits for approval on an environment go on; never starts a deploy
+    Approve(ApproveArgs),
     /// Put a recorded release back on an environment: no build, no training
     Rollback(RollbackArgs),
     /// List the release ledger
@@ -137,9 +139,19 @@ pub struct PromoteArgs {
     /// Where the release comes from
     #[arg(long, default_value = "staging")]
     pub from: String,
-    /// Approve without a prompt (CI, behind a protected environment)
+    /// Approve without a prompt (CI, behind a protected environment). When a canary on ENV
+    /// waits for approval, this approves its step instead of promoting
     #[arg(long)]
     pub approve: bool,
+    /// Promote even the release whose canary on ENV last waited for approval and has ended
+    #[arg(long)]
+    pub again: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ApproveArgs {
+    /// The environment whose canary waits, e.g. `production`
+    pub env: String,
 }
 
 #[derive(Args, Clone, Debug)]

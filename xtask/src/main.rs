@@ -79,6 +79,7 @@ fn dispatch(flags: &Flags, root: &std::path::Path, env: &Env) -> anyhow::Result<
         Cmd::Image => stage("image"),
         Cmd::Deploy(args) => release::deploy_cmd(root, env, &args.env),
         Cmd::Promote(args) => release::promote_cmd(root, env, args),
+        Cmd::Approve(args) => release::approve_cmd(root, env, &args.env),
         Cmd::Rollback(args) => release::rollback_cmd(root, env, args),
         Cmd::Releases(args) => release::releases_cmd(root, env, args),
         Cmd::Stop(args) => release::stop_cmd(root, env, args),

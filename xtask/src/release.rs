@@ -149,10 +149,41 @@ pub fn deploy_cmd(root: &Path, env: &Env, env_name: &str) -> Result<u8> {
     finish(root, env, &report)
 }
 
-/// `cargo xtask promote ENV [--from staging] [--approve]`. When a canary on ENV waits for
-/// approval at one of its steps, this approves that step instead (Argo Rollouts' `promote`).
+/// `cargo xtask approve ENV`: approves the canary step that waits on ENV, or fails (exit 2)
+/// when none waits. Unlike `promote --approve`, it can never start a deploy.
+pub fn approve_cmd(root: &Path, env: &Env, env_name: &str) -> Result<u8> {
+    let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
+    d.env(env_name)?;
+    let approval = Approval { by: d.who.clone(), how: "approve".into() };
+    match run(deploy::approve::approve(&*d.remote, env_name, &approval))? {
+        Some(p) => approved(&p),
+        None => Err(nothing_waits(&d, env_name)),
+    }
+}
+
+fn approved(p: &deploy::approve::Pause) -> Result<u8> {
+    println!("approved: the canary of {} on {} goes on from {}% (step {})", p.version, p.env, p.weight, p.step);
+    Ok(0)
+}
+
+/// Why nothing can be approved on `env`, with the last canary that waited there.
+fn nothing_waits(d: &Deployer, env: &str) -> anyhow::Error {
+    let last = match run(deploy::approve::newest(&*d.remote, env)) {
+        Ok(Some(p)) => format!(
+            "; the last canary that waited there, of {} at {}%, has ended (`cargo xtask releases --env {env}` shows how)",
+            p.version, p.weight
+        ),
+        _ => String::new(),
+    };
+    anyhow::anyhow!("no canary waits for approval on {env}{last}")
+}
+
+/// `cargo xtask promote ENV [--from staging] [--approve] [--again]`. When a canary on ENV waits
+/// for approval at one of its steps, this approves that step instead (Argo Rollouts' `promote`).
 pub fn promote_cmd(root: &Path, env: &Env, args: &PromoteArgs) -> Result<u8> {
     let d = deployer(&crate::root::program_root(env, root)?, root, env, say())?;
+    d.env(&args.env)?;
+    d.env(&args.from)?;
     if let Some(pause) = run(deploy::approve::pending(&*d.remote, &args.env))? {
         let question = format!(
             "the canary of {} on {} holds at {}% (deploy by {}); let it go on? type `yes` to approve: ",
@@ -160,15 +191,24 @@ pub fn promote_cmd(root: &Path, env: &Env, args: &PromoteArgs) -> Result<u8> {
         );
         let approval = approval(&d, args, &question)?;
         return match run(deploy::approve::approve(&*d.remote, &args.env, &approval))? {
-            Some(p) => {
-                println!("approved: the canary of {} on {} goes on from {}%", p.version, p.env, p.weight);
-                Ok(0)
-            }
+            Some(p) => approved(&p),
             None => anyhow::bail!(
                 "the canary on {env} stopped waiting before it was approved; `cargo xtask releases --env {env}` shows how it ended",
                 env = args.env
             ),
         };
+    }
+    // Someone who meant to approve a waiting canary that has just ended would otherwise start a
+    // new canary of the same release: that takes `--again`.
+    if !args.again
+        && let Some(last) = run(d.ended_wait(&args.from, &args.env))?
+    {
+        anyhow::bail!(
+            "no canary waits for approval on {env}: the canary of {v} that waited there at {w}% has ended (`cargo xtask releases --env {env}` shows how); to start another deploy of {v} to {env}, add --again",
+            env = args.env,
+            v = last.version,
+            w = last.weight
+        );
     }
     let question = format!("promote what is live on {} to {}? type `yes` to approve: ", args.from, args.env);
     let approval = approval(&d, args, &question)?;

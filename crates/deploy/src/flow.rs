@@ -152,7 +152,8 @@ impl Deployer {
         Blobs::new(self.remote.clone(), self.root.join(engine::STATE_DIR).join("blobs"))
     }
 
-    pub(crate) fn env(&self, name: &str) -> Result<&EnvConfig, DeployError> {
+    /// The configuration of environment `name`, or an error that lists the known ones.
+    pub fn env(&self, name: &str) -> Result<&EnvConfig, DeployError> {
         self.envs.get(name).ok_or_else(|| DeployError::UnknownEnvironment {
             env: name.into(),
             known: self.envs.keys().cloned().collect(),
@@ -234,6 +235,18 @@ impl Deployer {
         let events = self.read_ledger().await?.events;
         let release = ledger::live(&events, from).ok_or_else(|| DeployError::NothingLive { env: from.into() })?;
         self.put_live(to, release, EventKind::Promote, Some(approval), &events, Some(&lock)).await
+    }
+
+    /// The pause of the last canary on `to` that waited for approval, when it is over and of
+    /// the release a promotion from `from` would move now: someone who meant to approve it would
+    /// start another canary of the same release instead.
+    pub async fn ended_wait(&self, from: &str, to: &str) -> Result<Option<crate::approve::Pause>, DeployError> {
+        if crate::approve::pending(&*self.remote, to).await?.is_some() {
+            return Ok(None);
+        }
+        let Some(last) = crate::approve::newest(&*self.remote, to).await? else { return Ok(None) };
+        let moved = ledger::live(&self.events().await?, from);
+        Ok(moved.filter(|r| r.version == last.version).map(|_| last))
     }
 
     /// Puts the recorded release `spec` back on `env`. Works from the local copies of the ledger
@@ -357,6 +370,11 @@ impl Deployer {
             smoke,
             analysis,
         };
+        // Nothing is written, here or kept for later, that a reader of the ledger would refuse.
+        let numbered = Event { seq: 1, ..event.clone() };
+        numbered.check().map_err(|e| {
+            anyhow::anyhow!("{env}: the record of {} is not valid, so it was not written: {e}", release.version)
+        })?;
         let recorded = match self.ledger().append(event.clone()).await {
             Ok(e) => e,
             Err(DeployError::RemoteUnreachable { .. } | DeployError::Store(store::StoreError::Unreachable { .. })) => {

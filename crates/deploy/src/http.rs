@@ -46,6 +46,31 @@ pub async fn send_as(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<Reply> {
+    send_within(Request { method, url, body, token }, timeout, MAX_REPLY_BYTES).await
+}
+
+/// What to send.
+pub struct Request<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The URL.
+    pub url: &'a str,
+    /// A JSON body.
+    pub body: Option<String>,
+    /// A bearer token.
+    pub token: Option<&'a str>,
+}
+
+/// Sends `request` and reads its whole answer, within `timeout` for both and `limit` bytes.
+pub async fn send_within(request: Request<'_>, timeout: Duration, limit: usize) -> Result<Reply> {
+    let url = request.url;
+    tokio::time::timeout(timeout, exchange(request, limit))
+        .await
+        .map_err(|_| anyhow::anyhow!("no whole answer from {url} within {timeout:?}"))?
+}
+
+async fn exchange(request: Request<'_>, limit: usize) -> Result<Reply> {
+    let Request { method, url, body, token } = request;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = hyper::Request::builder().method(method).uri(url);
     if body.is_some() {
@@ -55,16 +80,13 @@ pub async fn send_as(
         req = req.header("authorization", format!("Bearer {token}"));
     }
     let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).context("a valid request")?;
-    let response = tokio::time::timeout(timeout, client.request(req))
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer from {url} within {timeout:?}"))?
-        .with_context(|| format!("cannot reach {url}"))?;
+    let response = client.request(req).await.with_context(|| format!("cannot reach {url}"))?;
     let (parts, body) = response.into_parts();
     // Servers under test, routers and webhooks are not trusted to answer in bounded size.
-    let body = match http_body_util::Limited::new(body, MAX_REPLY_BYTES).collect().await {
+    let body = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            anyhow::bail!("the answer from {url} is over {MAX_REPLY_BYTES} bytes")
+            anyhow::bail!("the answer from {url} is over {limit} bytes")
         }
         Err(e) => return Err(anyhow::anyhow!("the answer from {url} broke off: {e}")),
     };

@@ -129,7 +129,7 @@ impl Target for Kube<'_> {
         Ok(None)
     }
 
-    fn gradual(&self) -> Option<(&Router, &Backend)> {
+    fn gradual(&mut self) -> Option<(&Router, &Backend)> {
         None
     }
 

@@ -200,7 +200,7 @@ impl Event {
                 a.agreed <= a.rows && (0.0..=1.0).contains(&a.share) && (0.0..=1.0).contains(&a.mean_probability_diff)
             })
         };
-        if self.analysis.len() > 4 * crate::canary::MAX_STEPS
+        if self.analysis.len() > MAX_ANALYSIS
             || self.analysis.iter().any(|a| {
                 !names::is_text(&a.reason, 4096)
                     || !["canary", "approval", "shadow", "watch"].contains(&a.kind.as_str())
@@ -273,9 +273,14 @@ impl Ledger {
             last_seq = last_seq.max(seq);
             let local = self.mirror.join(entry_name(seq));
             if !local.is_file() {
-                let tmp = tempfile::NamedTempFile::new_in(&self.mirror).map_err(anyhow::Error::from)?.into_temp_path();
-                self.remote.get(&key, &tmp, &|_| {}).await?;
-                tmp.persist(&local).map_err(|e| anyhow::anyhow!("cannot mirror {key}: {}", e.error))?;
+                let bytes = match self.remote.read_small(&key, MAX_ENTRY_BYTES).await {
+                    Err(e @ store::StoreError::TooLarge { .. }) => {
+                        strays.push(format!("{key}: {e}"));
+                        continue;
+                    }
+                    other => other?,
+                };
+                engine::write_atomic(&local, &bytes).map_err(|e| anyhow::anyhow!("cannot mirror {key}: {e}"))?;
             }
         }
         let mut read = self.read_mirror()?;
@@ -347,6 +352,11 @@ impl Ledger {
                 corrupt(&entry_name(read.last_seq), "the ledger is full: its last entry number is the largest".into())
             })?;
             let bytes = serde_json::to_vec_pretty(&event).map_err(anyhow::Error::from)?;
+            if bytes.len() as u64 > MAX_ENTRY_BYTES {
+                return Err(
+                    anyhow::anyhow!("the ledger entry is {} bytes, more than an entry can be", bytes.len()).into()
+                );
+            }
             let key = format!("{LEDGER_PREFIX}/{}", entry_name(event.seq));
             if self.remote.put_if_absent(&key, bytes.clone()).await? {
                 let local = self.mirror.join(entry_name(event.seq));
@@ -357,6 +367,12 @@ impl Ledger {
         Err(anyhow::anyhow!("could not append to the ledger: 1,000 concurrent appends won the race").into())
     }
 }
+
+/// The most steps an entry's analysis holds: per canary step, its judgements (one, and one
+/// more per wait for traffic) and an approval hold; a shadow or a watch has fewer.
+pub const MAX_ANALYSIS: usize = (crate::canary::MAX_WAITS as usize + 2) * crate::canary::MAX_STEPS;
+/// The largest entry read or written, well above what [`Event::check`] lets through.
+pub const MAX_ENTRY_BYTES: u64 = 32 << 20;
 
 /// The largest entry number: eight digits.
 const MAX_SEQ: u64 = 99_999_999;

@@ -54,11 +54,26 @@ struct Holder {
     pid: u32,
 }
 
+/// Which holder of an environment's lock: its generation, and a tag of its token (the token
+/// is random per holder, so a generation reused under a new layout is a different holder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockId {
+    /// The generation.
+    pub generation: u64,
+    /// The first 16 hex digits of the BLAKE3 of the holder's token.
+    pub tag: String,
+}
+
+fn tag_of(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex()[..16].to_string()
+}
+
 /// Held while an environment is being changed; renewed while held; released on drop.
 pub struct EnvLock {
     remote: Arc<dyn Remote>,
     env: String,
     generation: u64,
+    tag: String,
     lost: Arc<AtomicBool>,
     beat: Option<tokio::task::JoinHandle<()>>,
 }
@@ -119,17 +134,24 @@ async fn store_now(remote: &dyn Remote) -> Result<SystemTime, DeployError> {
 }
 
 async fn read_holder(remote: &dyn Remote, key: &str) -> Option<Holder> {
-    let tmp = tempfile::NamedTempFile::new().ok()?.into_temp_path();
-    remote.get(key, &tmp, &|_| {}).await.ok()?;
-    let bytes = std::fs::read(&tmp).ok().filter(|b| b.len() <= 4096)?;
+    let bytes = remote.read_small(key, 4096).await.ok()?;
     serde_json::from_slice::<Holder>(&bytes).ok().filter(|h| names::is_hex64(&h.token) && names::is_text(&h.who, 256))
 }
 
-/// The generation that holds the lock of `env` now, if one does (a stale one included: it is
-/// held until someone takes it over).
-pub async fn held_generation(remote: &dyn Remote, env: &str) -> Result<Option<u64>, DeployError> {
+/// The holder of the lock of `env` now, if one holds it and is alive: not ended, and active
+/// within [`STALE_AFTER`] by the store's clock. A lock left by a deploy that was killed is no
+/// one's, though it stays until someone takes it over.
+pub async fn live_holder(remote: &dyn Remote, env: &str) -> Result<Option<LockId>, DeployError> {
     let state = scan(remote, env).await?;
-    Ok(state.top.filter(|_| !state.ended))
+    let Some(top) = state.top.filter(|_| !state.ended) else { return Ok(None) };
+    let last_key = state.beat.map_or_else(|| key(env, top, "lock"), |n| key(env, top, &format!("beat.{n:08}")));
+    let Some(last) = remote.modified(&last_key).await? else { return Ok(None) };
+    let idle = store_now(remote).await?.duration_since(last).unwrap_or_default();
+    if idle >= STALE_AFTER {
+        return Ok(None);
+    }
+    let holder = read_holder(remote, &key(env, top, "lock")).await;
+    Ok(holder.map(|h| LockId { generation: top, tag: tag_of(&h.token) }))
 }
 
 /// Takes the lock of `env`, or says who holds it.
@@ -171,12 +193,14 @@ pub async fn acquire_with(
         let token = blake3::hash(format!("{env}{who}{}{:?}", std::process::id(), SystemTime::now()).as_bytes())
             .to_hex()
             .to_string();
+        let tag = tag_of(&token);
         let body = serde_json::to_vec(&Holder { token, who: who.into(), pid: std::process::id() })
             .map_err(anyhow::Error::from)?;
         if remote.put_if_absent(&key(env, next, "lock"), body).await? {
             let lost = Arc::new(AtomicBool::new(false));
             let beat = tokio::spawn(heartbeat(remote.clone(), env.to_string(), next, lost.clone(), times.beat_every));
-            return Ok(EnvLock { remote: remote.clone(), env: env.into(), generation: next, lost, beat: Some(beat) });
+            let (remote, env) = (remote.clone(), env.to_string());
+            return Ok(EnvLock { remote, env, generation: next, tag, lost, beat: Some(beat) });
         }
         // Another deploy took this generation first: look again.
     }
@@ -209,6 +233,11 @@ impl EnvLock {
     /// The generation held.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Which holder this is.
+    pub fn id(&self) -> LockId {
+        LockId { generation: self.generation, tag: self.tag.clone() }
     }
 }
 

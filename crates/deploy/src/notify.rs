@@ -27,10 +27,17 @@ pub async fn step(url: &str, env: &str, version: &str, step: &StepAnalysis) -> a
     post(url, serde_json::json!({ "text": text, "env": env, "version": version, "step": step })).await
 }
 
+/// The longest a webhook takes to answer in whole, and the most of its answer read (only its
+/// status is used).
+const TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 async fn post(url: &str, body: serde_json::Value) -> anyhow::Result<()> {
-    let reply = http::send("POST", url, Some(body.to_string()), Duration::from_secs(10))
+    let request = http::Request { method: "POST", url, body: Some(body.to_string()), token: None };
+    // The error would quote the URL, a secret: it is replaced.
+    let reply = http::send_within(request, TIMEOUT, MAX_ANSWER_BYTES)
         .await
-        .map_err(|_| anyhow::anyhow!("the webhook could not be reached"))?;
+        .map_err(|_| anyhow::anyhow!("the webhook did not answer in whole within {TIMEOUT:?} and 64 KiB"))?;
     anyhow::ensure!(reply.status < 300, "the webhook answered HTTP {}", reply.status);
     Ok(())
 }

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::DeployError;
-use crate::approve::{self, Pause};
+use crate::approve;
 use crate::canary::{CanaryConfig, Reading, ShadowConfig, Step, StepAnalysis, Verdict, judge};
 use crate::flow::Deployer;
 use crate::target::{Backend, Router};
@@ -15,8 +15,15 @@ use crate::target::{Backend, Router};
 pub(crate) struct Run<'a> {
     pub env: &'a str,
     pub version: &'a str,
-    /// The lock generation the deploy holds (a pause is named by it).
-    pub generation: Option<u64>,
+    /// The deploy's hold on the environment's lock (a pause is named by it).
+    pub lock: Option<&'a crate::lock::EnvLock>,
+}
+
+impl Run<'_> {
+    /// Fails once another deploy took the lock over.
+    fn held(&self) -> Result<(), DeployError> {
+        self.lock.map_or(Ok(()), crate::lock::EnvLock::ensure_held)
+    }
 }
 
 impl Deployer {
@@ -38,7 +45,7 @@ impl Deployer {
             return Ok(true);
         };
         let (stable, name) = (stable.to_string(), candidate.addr.to_string());
-        for step in &plan.steps {
+        for (index, step) in plan.steps.iter().enumerate() {
             router.set_canary(candidate.addr, step.weight).await.map_err(DeployError::Target)?;
             // One window per step: a wait for more traffic adds to what the step saw.
             let before = router.reading().await.map_err(DeployError::Target)?;
@@ -51,6 +58,7 @@ impl Deployer {
                 let (c, s, verdict, reason) = loop {
                     let left = end.saturating_duration_since(std::time::Instant::now());
                     tokio::time::sleep(left.min(std::time::Duration::from_secs(1))).await;
+                    run.held()?;
                     let after = router.reading().await.map_err(DeployError::Target)?;
                     let (c, s) = (after.since(&before, &name), after.since(&before, &stable));
                     let (verdict, reason) = judge(&c, &s, &plan.analysis);
@@ -82,12 +90,20 @@ impl Deployer {
                     stable: s,
                     thresholds: plan.analysis.clone(),
                 };
+                let goes_on = match (verdict, plan.analysis.inconclusive) {
+                    (Verdict::Successful, _) | (Verdict::Inconclusive, Inconclusive::Pass) => true,
+                    (Verdict::Inconclusive, Inconclusive::Wait) => waits < MAX_WAITS,
+                    _ => false,
+                };
+                if !goes_on {
+                    back_to_stable(router).await;
+                }
                 self.tell(run, &judged).await;
                 analysis.push(judged);
                 match (verdict, plan.analysis.inconclusive) {
                     (Verdict::Successful, _) if step.approval => {
                         let window = Window { stable: &stable, candidate: &name, before: &before, started };
-                        if !self.hold(run, router, step, plan, &window, analysis).await? {
+                        if !self.hold(run, router, (index + 1, step), plan, &window, analysis).await? {
                             return Ok(false);
                         }
                         break;
@@ -171,25 +187,18 @@ impl Deployer {
         &self,
         run: &Run<'_>,
         router: &Router,
-        step: &Step,
+        (number, step): (usize, &Step),
         plan: &CanaryConfig,
         window: &Window<'_>,
         analysis: &mut Vec<StepAnalysis>,
     ) -> Result<bool, DeployError> {
         let env = run.env;
-        let generation = run.generation.ok_or_else(|| {
+        let lock = run.lock.ok_or_else(|| {
             anyhow::anyhow!(
                 "{env}: a canary step that waits for approval needs the deploy lock, and this deploy has none"
             )
         })?;
-        let pause = Pause {
-            env: env.into(),
-            version: run.version.into(),
-            weight: step.weight,
-            who: self.who.clone(),
-            generation,
-        };
-        approve::open(&self.remote, &pause).await?;
+        let pause = approve::open(&self.remote, &lock.id(), env, run.version, number, step.weight, &self.who).await?;
         let limit = Duration::from_secs_f64(
             plan.approval_timeout_seconds.clamp(1.0, crate::canary::MAX_APPROVAL_TIMEOUT_SECONDS),
         );
@@ -198,24 +207,25 @@ impl Deployer {
             crate::canary::span(limit)
         );
         (self.say)(&format!("{env}: canary {}% holds: {waiting}", step.weight));
-        let (mut unreachable, waited) = (false, Instant::now());
+        let (mut warned, waited) = (None, Instant::now());
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
+            run.held()?;
             let after = router.reading().await.map_err(DeployError::Target)?;
             let (c, s) = (after.since(window.before, window.candidate), after.since(window.before, window.stable));
             let (verdict, reason) = judge(&c, &s, &plan.analysis);
-            let approved = match approve::approval(&*self.remote, env, generation).await {
+            let approved = match approve::approval(&*self.remote, &pause).await {
                 Ok(a) => a,
-                // The remote may come back: the wait goes on, and so does the analysis.
-                Err(DeployError::Store(store::StoreError::Unreachable { .. })) => {
-                    if !std::mem::replace(&mut unreachable, true) {
-                        (self.say)(&format!(
-                            "warning: {env}: the remote is unreachable; an approval is read when it is back"
-                        ));
+                // The remote may come back, and a bad object is no approval: the wait goes on,
+                // and so does the analysis, up to the timeout.
+                Err(e) => {
+                    let said = e.to_string();
+                    if warned.as_ref() != Some(&said) {
+                        (self.say)(&format!("warning: {env}: no approval could be read, so none is taken: {said}"));
+                        warned = Some(said);
                     }
                     None
                 }
-                Err(e) => return Err(e),
             };
             let timed_out = waited.elapsed() >= limit;
             let (verdict, reason) = match (verdict, &approved) {
@@ -238,6 +248,9 @@ impl Deployer {
                 approved,
             };
             (self.say)(&format!("{env}: canary {}%: {}", step.weight, held.reason));
+            if verdict != Verdict::Successful {
+                back_to_stable(router).await;
+            }
             self.tell(run, &held).await;
             analysis.push(held);
             return Ok(verdict == Verdict::Successful);
@@ -252,6 +265,13 @@ impl Deployer {
             (self.say)(&format!("warning: the webhook was not told of the step: {e}"));
         }
     }
+}
+
+/// Sends every request back to stable at once, as an aborted canary does before the webhook is
+/// told: a slow webhook must not keep users on a failing candidate. A router that cannot be
+/// told here is told again when the candidate is discarded, and that one's error is reported.
+async fn back_to_stable(router: &Router) {
+    let _ = router.clear_canary().await;
 }
 
 /// A step's window: the backends' names and the reading it started from.

@@ -21,8 +21,9 @@ pub(crate) trait Target {
     /// any user sees it; `None` where the target cannot run it beside (a cluster rolls it out
     /// in place, behind readiness), so the checks after the switch are its only ones.
     async fn start(&mut self) -> Result<Option<String>, DeployError>;
-    /// The router and the candidate, for a canary or a shadow; `None` without a router.
-    fn gradual(&self) -> Option<(&Router, &Backend)>;
+    /// The router and the candidate, for a canary or a shadow; `None` without a router. From
+    /// then on the router may send the candidate a share.
+    fn gradual(&mut self) -> Option<(&Router, &Backend)>;
     /// Stops a candidate that is not going live: every request back to the live release first.
     async fn discard(&mut self) -> Result<(), DeployError>;
     /// Makes the candidate the live release.
@@ -105,7 +106,10 @@ impl Deployer {
                 return Ok(Report { events: vec![event], exit_code: 1 });
             }
         }
-        held()?;
+        if let Err(lost) = held() {
+            t.discard().await?;
+            return Err(lost);
+        }
         // A rollback puts back what already served: at once, never through a canary or shadow.
         let gradual = matches!(kind, EventKind::Deploy | EventKind::Promote) && config.strategy != Strategy::BlueGreen;
         if gradual {
@@ -121,7 +125,10 @@ impl Deployer {
                 ));
                 return Ok(Report { events: vec![event], exit_code: 1 });
             }
-            held()?;
+            if let Err(lost) = held() {
+                t.discard().await?;
+                return Err(lost);
+            }
         }
         t.switch().await?;
         let live = t.live_url();
@@ -156,7 +163,7 @@ impl Deployer {
     /// The environment's canary or shadow; `Ok(false)` when the candidate did not pass it.
     async fn gradual(
         &self,
-        t: &impl Target,
+        t: &mut impl Target,
         c: &Change<'_>,
         analysis: &mut Vec<crate::canary::StepAnalysis>,
     ) -> Result<bool, DeployError> {
@@ -168,11 +175,7 @@ impl Deployer {
             )
             .into());
         };
-        let run = crate::progressive::Run {
-            env: c.env,
-            version: &c.release.version,
-            generation: c.lock.map(lock::EnvLock::generation),
-        };
+        let run = crate::progressive::Run { env: c.env, version: &c.release.version, lock: c.lock };
         if c.config.strategy == Strategy::Canary {
             let plan = c.config.canary.clone().unwrap_or_default();
             return self.canary(&run, router, candidate, &plan, analysis).await;
@@ -194,6 +197,8 @@ pub(crate) struct Routed<'a> {
     router: Router,
     intent: Intent,
     candidate: Option<Backend>,
+    /// Whether a canary or shadow may have given the candidate a share.
+    shared: bool,
     /// What served before the switch, while it still runs.
     old: Option<Backend>,
 }
@@ -216,7 +221,17 @@ impl<'a> Routed<'a> {
             candidate_addr: Some(addr),
             phase: Phase::Starting,
         };
-        Ok(Routed { d, env: c.env, config: c.config, bundle, router, intent, candidate: None, old: None })
+        Ok(Routed {
+            d,
+            env: c.env,
+            config: c.config,
+            bundle,
+            router,
+            intent,
+            candidate: None,
+            shared: false,
+            old: None,
+        })
     }
 
     fn dir(&self) -> std::path::PathBuf {
@@ -255,15 +270,16 @@ impl Target for Routed<'_> {
         Ok(Some(url))
     }
 
-    fn gradual(&self) -> Option<(&Router, &Backend)> {
+    fn gradual(&mut self) -> Option<(&Router, &Backend)> {
         let candidate = self.candidate.as_ref()?;
+        self.shared = true;
         Some((&self.router, candidate))
     }
 
     async fn discard(&mut self) -> Result<(), DeployError> {
         // A router that kept a share would send it to a stopped server: it is cleared first,
         // and if it cannot be, the candidate keeps running.
-        if self.config.strategy != Strategy::BlueGreen
+        if self.shared
             && let Err(e) = self.router.clear_canary().await
         {
             (self.d.say)(&format!("{}: the router kept the canary's share; the candidate keeps running", self.env));
@@ -288,7 +304,7 @@ impl Target for Routed<'_> {
         d.checkpoint(env, &mut self.intent, Phase::Switched)?;
         set_live(&dir, &candidate)?;
         self.old = old.filter(|o| target::alive(&o.handle));
-        if self.config.strategy != Strategy::BlueGreen {
+        if std::mem::take(&mut self.shared) {
             // The candidate is the backend now; a canary share for it is moot.
             self.router.clear_canary().await.map_err(DeployError::Target)?;
         }

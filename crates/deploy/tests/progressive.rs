@@ -89,6 +89,9 @@ async fn a_step_that_waits_for_approval_holds_until_approved_and_one_never_appro
     assert_eq!(stats.failed, 0, "{:?}", &stats.failures[..stats.failures.len().min(5)]);
     assert_eq!(served_digest(&url).await, Some(b3(&second)));
     assert_eq!(deploy::approve::pending(&*remote, "production").await.unwrap(), None, "an approved pause is done");
+    // `promote --approve` now would start another canary of v2: it takes `--again`.
+    let ended = d.ended_wait("production", "production").await.unwrap();
+    assert_eq!(ended.map(|p| (p.version, p.step)), Some(("v2".to_string(), 2)));
     println!("approved canary: held {:.1} s at 50 %; {} requests, 0 failed", hold.seconds, stats.ok);
 
     // Every step, and the approval, reached the webhook as it ended; the steps in order.
@@ -105,8 +108,27 @@ async fn a_step_that_waits_for_approval_holds_until_approved_and_one_never_appro
     d.envs.get_mut("production").unwrap().canary = Some(CanaryConfig { approval_timeout_seconds: 2.0, ..held });
     let third = model(models.path(), "third", 140, false);
     let load = Load::start(url.clone(), 4);
-    let r = d.deploy("production", &candidate(&serve, &router, &third, "cccc0003")).await.unwrap();
+    // What lies where the approval goes, not written by an approver, is no approval.
+    let forger = async {
+        loop {
+            if let Some(p) = deploy::approve::pending(&*remote, "production").await.unwrap() {
+                let prefix = deploy::approve::PAUSES_PREFIX;
+                let key = format!("{prefix}/production/{:012}-{}/{:02}.approved", p.generation, p.lock, p.step);
+                assert!(remote.put_if_absent(&key, br#"{"by":"nobody"}"#.to_vec()).await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let c3 = candidate(&serve, &router, &third, "cccc0003");
+    let (r, ()) = tokio::join!(d.deploy("production", &c3), forger);
+    let r = r.unwrap();
     let stats = load.stop().await;
+    assert!(
+        said.lock().unwrap().iter().any(|s| s.contains("no approval could be read, so none is taken")),
+        "{:?}",
+        said.lock().unwrap()
+    );
     let last = r.events[0].analysis.last().unwrap();
     assert_eq!((r.exit_code, r.events[0].outcome), (1, Outcome::Rejected), "{:?}", said.lock().unwrap());
     assert_eq!((last.kind.as_str(), last.verdict, last.approved.as_ref()), ("approval", Verdict::Failed, None));
