@@ -168,12 +168,18 @@ fn approved(p: &deploy::approve::Pause) -> Result<u8> {
 
 /// Why nothing can be approved on `env`, with the last canary that waited there.
 fn nothing_waits(d: &Deployer, env: &str) -> anyhow::Error {
-    let last = match run(deploy::approve::newest(&*d.remote, env)) {
-        Ok(Some(p)) => format!(
+    let last = run(deploy::approve::newest(&*d.remote, env)).ok().flatten();
+    let runs = last.as_ref().is_some_and(|p| run(deploy::approve::still_runs(&*d.remote, p)).unwrap_or(false));
+    let last = match last {
+        Some(p) if runs => format!(
+            "; the canary of {} was approved at {}% (step {}) and runs on, to a step that does not wait yet",
+            p.version, p.weight, p.step
+        ),
+        Some(p) => format!(
             "; the last canary that waited there, of {} at {}%, has ended (`cargo xtask releases --env {env}` shows how)",
             p.version, p.weight
         ),
-        _ => String::new(),
+        None => String::new(),
     };
     anyhow::anyhow!("no canary waits for approval on {env}{last}")
 }
@@ -190,10 +196,15 @@ pub fn promote_cmd(root: &Path, env: &Env, args: &PromoteArgs) -> Result<u8> {
             pause.version, pause.env, pause.weight, pause.who
         );
         let approval = approval(&d, args, &question)?;
-        return match run(deploy::approve::approve(&*d.remote, &args.env, &approval))? {
-            Some(p) => approved(&p),
-            None => anyhow::bail!(
-                "the canary on {env} stopped waiting before it was approved; `cargo xtask releases --env {env}` shows how it ended",
+        // Only the step that was shown: by now it may have been approved by someone else, or
+        // its deploy may have ended or moved on.
+        return match run(deploy::approve::approve_exactly(&*d.remote, &pause, &approval))? {
+            true => approved(&pause),
+            false => anyhow::bail!(
+                "the canary of {} on {env} no longer waits at {}% (step {}), so nothing was approved; `cargo xtask releases --env {env}` shows how it went",
+                pause.version,
+                pause.weight,
+                pause.step,
                 env = args.env
             ),
         };

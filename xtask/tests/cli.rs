@@ -117,3 +117,17 @@ fn validate_without_onnx_runtime_exits_2_and_still_writes_a_report() {
     assert_eq!(report["recall_threshold"], 0.7);
     assert_eq!(report["latency_threshold_ms"], 100.0);
 }
+
+#[test]
+fn approve_with_nothing_waiting_exits_2_and_deploys_nothing() {
+    let repo = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let env = [("SLIPWAY_REMOTE", remote.path().to_str().unwrap())];
+    let (code, err) = xtask_in(repo.path(), &["approve", "production"], &env);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("error: no canary waits for approval on production"), "{err}");
+    let (code, err) = xtask_in(repo.path(), &["approve", "no-such-env"], &env);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no-such-env"), "{err}");
+    assert!(!repo.path().join(".slipway/releases").exists(), "nothing was deployed");
+}

@@ -154,39 +154,73 @@ async fn read_pause(
     Ok(Some(pause))
 }
 
+/// How many of the newest pause objects are tried before giving up on finding a valid one:
+/// an object no deploy wrote is skipped, never trusted, and never blocks an approval.
+const MAX_TRIED: usize = 8;
+
+/// The newest valid pause among `found` (newest first); the objects that are not valid are
+/// skipped.
+async fn newest_valid(
+    remote: &dyn Remote,
+    env: &str,
+    mut found: Vec<(u64, String, usize, &'static str)>,
+) -> Result<Option<Pause>, DeployError> {
+    found.retain(|p| p.3 == "pause");
+    found.sort_by_key(|p| std::cmp::Reverse((p.0, p.2)));
+    for (generation, tag, step, _) in found.into_iter().take(MAX_TRIED) {
+        match read_pause(remote, env, (generation, &tag, step)).await {
+            Ok(Some(pause)) => return Ok(Some(pause)),
+            Err(DeployError::Store(e)) if !matches!(e, store::StoreError::TooLarge { .. }) => {
+                return Err(DeployError::Store(e));
+            }
+            Ok(None) | Err(_) => {}
+        }
+    }
+    Ok(None)
+}
+
 /// The pause that waits on `env`, if any: the newest step's of the deploy that holds its lock
-/// now, not yet approved.
+/// now and is alive, not yet approved.
 pub async fn pending(remote: &dyn Remote, env: &str) -> Result<Option<Pause>, DeployError> {
     let Some(holder) = lock::live_holder(remote, env).await? else { return Ok(None) };
     let keys = remote.list(&format!("{}/", dir(env, holder.generation, &holder.tag))).await?;
     let found = pauses(&keys, env);
-    let Some(step) = found.iter().filter(|p| p.3 == "pause").map(|p| p.2).max() else { return Ok(None) };
-    if found.iter().any(|p| p.2 == step && p.3 == "approved") {
-        return Ok(None);
-    }
-    read_pause(remote, env, (holder.generation, &holder.tag, step)).await
+    let approved: Vec<usize> = found.iter().filter(|p| p.3 == "approved").map(|p| p.2).collect();
+    let Some(pause) = newest_valid(remote, env, found).await? else { return Ok(None) };
+    Ok(Some(pause).filter(|p| !approved.contains(&p.step)))
 }
 
 /// The newest pause ever opened on `env`, pending or not: what the last canary that waited
 /// for approval there was of.
 pub async fn newest(remote: &dyn Remote, env: &str) -> Result<Option<Pause>, DeployError> {
     let keys = remote.list(&format!("{PAUSES_PREFIX}/{env}/")).await?;
-    let found = pauses(&keys, env);
-    let Some((generation, tag, step, _)) =
-        found.into_iter().filter(|p| p.3 == "pause").max_by(|a, b| (a.0, a.2).cmp(&(b.0, b.2)))
-    else {
-        return Ok(None);
-    };
-    read_pause(remote, env, (generation, &tag, step)).await
+    newest_valid(remote, env, pauses(&keys, env)).await
 }
 
-/// Approves the pause that waits on `env`. `None` when none waits (nothing is written).
+/// Whether the deploy that opened `pause` still holds the lock of its environment and is alive.
+pub async fn still_runs(remote: &dyn Remote, pause: &Pause) -> Result<bool, DeployError> {
+    let holder = lock::live_holder(remote, &pause.env).await?;
+    Ok(holder.is_some_and(|h| h.generation == pause.generation && h.tag == pause.lock))
+}
+
+/// Approves the pause that waits on `env`, whichever it is. `None` when none waits (nothing is
+/// written).
 pub async fn approve(remote: &dyn Remote, env: &str, approval: &Approval) -> Result<Option<Pause>, DeployError> {
     let Some(pause) = pending(remote, env).await? else { return Ok(None) };
+    approve_exactly(remote, &pause, approval).await.map(|done| done.then_some(pause))
+}
+
+/// Approves `pause` (one a person was shown) and only it: `false`, writing nothing, when it no
+/// longer waits, because another approver let it go on, or its deploy ended or moved on to
+/// another step.
+pub async fn approve_exactly(remote: &dyn Remote, pause: &Pause, approval: &Approval) -> Result<bool, DeployError> {
+    if pending(remote, &pause.env).await?.as_ref() != Some(pause) {
+        return Ok(false);
+    }
     let body = serde_json::to_vec(approval).map_err(anyhow::Error::from)?;
     // Two approvers at once: the first one's is kept; both are told the canary goes on.
     remote.put_if_absent(&pause.key("approved"), body).await?;
-    Ok(Some(pause))
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -244,6 +278,13 @@ mod tests {
         assert_eq!(approval(&*remote, &second).await.unwrap(), None, "not approved by the first step's approval");
         assert_eq!(pending(&*remote, "production").await.unwrap().as_ref(), Some(&second));
         assert!(open_step(3, 50).await.is_err(), "a pause is opened once");
+        assert!(!approve_exactly(&*remote, &first, &reviewer()).await.unwrap(), "what was shown no longer waits");
+        assert!(still_runs(&*remote, &first).await.unwrap());
+
+        // Junk where a later step's pause would be is skipped: it never blocks the real one.
+        let junk = format!("{}/09.pause", super::dir("production", id.generation, &id.tag));
+        remote.put_if_absent(&junk, b"not json".to_vec()).await.unwrap();
+        assert_eq!(pending(&*remote, "production").await.unwrap().as_ref(), Some(&second));
 
         // An object where the approval goes that is no approval is refused, never taken.
         let bad = Pause { step: 4, ..second.clone() };
@@ -257,6 +298,7 @@ mod tests {
         // that takes its lock over, at the next generation, is another holder.
         age(&dir.path().join(lock::LOCKS_PREFIX), lock::STALE_AFTER * 2);
         assert_eq!(pending(&*remote, "production").await.unwrap(), None, "a stale holder waits for no one");
+        assert!(!still_runs(&*remote, &second).await.unwrap());
         assert_eq!(approve(&*remote, "production", &reviewer()).await.unwrap(), None);
         let next = lock::acquire(&remote, "production", "another").await.unwrap();
         assert_eq!(next.id().generation, held.id().generation + 1);

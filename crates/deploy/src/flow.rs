@@ -245,6 +245,10 @@ impl Deployer {
             return Ok(None);
         }
         let Some(last) = crate::approve::newest(&*self.remote, to).await? else { return Ok(None) };
+        // Still running, past its approval: the promotion meets the lock and is refused anyway.
+        if crate::approve::still_runs(&*self.remote, &last).await? {
+            return Ok(None);
+        }
         let moved = ledger::live(&self.events().await?, from);
         Ok(moved.filter(|r| r.version == last.version).map(|_| last))
     }

@@ -371,7 +371,9 @@ impl Ledger {
 /// The most steps an entry's analysis holds: per canary step, its judgements (one, and one
 /// more per wait for traffic) and an approval hold; a shadow or a watch has fewer.
 pub const MAX_ANALYSIS: usize = (crate::canary::MAX_WAITS as usize + 2) * crate::canary::MAX_STEPS;
-/// The largest entry read or written, well above what [`Event::check`] lets through.
+/// The largest entry read or written. [`Event::check`] lets through more only in theory (a
+/// thousand smoke checks, each with the longest name and detail, all escaped); a deploy's real
+/// entries are a few KiB to a few hundred.
 pub const MAX_ENTRY_BYTES: u64 = 32 << 20;
 
 /// The largest entry number: eight digits.

@@ -20,7 +20,8 @@ pub(crate) struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Fails once another deploy took the lock over.
+    /// Fails once another deploy took the lock over, as the lock's heartbeat last found it
+    /// (every [`crate::lock::BEAT_EVERY`]).
     fn held(&self) -> Result<(), DeployError> {
         self.lock.map_or(Ok(()), crate::lock::EnvLock::ensure_held)
     }
@@ -101,7 +102,8 @@ impl Deployer {
                 self.tell(run, &judged).await;
                 analysis.push(judged);
                 match (verdict, plan.analysis.inconclusive) {
-                    (Verdict::Successful, _) if step.approval => {
+                    // A step that passes for want of traffic still waits for its approval.
+                    (Verdict::Successful, _) | (Verdict::Inconclusive, Inconclusive::Pass) if step.approval => {
                         let window = Window { stable: &stable, candidate: &name, before: &before, started };
                         if !self.hold(run, router, (index + 1, step), plan, &window, analysis).await? {
                             return Ok(false);
@@ -143,7 +145,11 @@ impl Deployer {
         loop {
             let seconds =
                 if plan.seconds.is_finite() { plan.seconds.clamp(0.0, crate::canary::MAX_PAUSE_SECONDS) } else { 0.0 };
-            tokio::time::sleep(std::time::Duration::from_secs_f64(seconds)).await;
+            let end = Instant::now() + Duration::from_secs_f64(seconds);
+            while Instant::now() < end {
+                tokio::time::sleep(end.saturating_duration_since(Instant::now()).min(Duration::from_secs(1))).await;
+                run.held()?;
+            }
             let after = router.reading().await.map_err(DeployError::Target)?;
             let (c, s) = (after.since(&before, &name), after.since(&before, &stable));
             let agreement = after.agreement_since(&before, &name);
@@ -203,7 +209,7 @@ impl Deployer {
             plan.approval_timeout_seconds.clamp(1.0, crate::canary::MAX_APPROVAL_TIMEOUT_SECONDS),
         );
         let waiting = format!(
-            "waiting for `cargo xtask promote {env} --approve` (at most {}); still judged every second",
+            "waiting for `cargo xtask approve {env}` (at most {}); still judged every second",
             crate::canary::span(limit)
         );
         (self.say)(&format!("{env}: canary {}% holds: {waiting}", step.weight));
@@ -214,19 +220,26 @@ impl Deployer {
             let after = router.reading().await.map_err(DeployError::Target)?;
             let (c, s) = (after.since(window.before, window.candidate), after.since(window.before, window.stable));
             let (verdict, reason) = judge(&c, &s, &plan.analysis);
-            let approved = match approve::approval(&*self.remote, &pause).await {
-                Ok(a) => a,
-                // The remote may come back, and a bad object is no approval: the wait goes on,
-                // and so does the analysis, up to the timeout.
-                Err(e) => {
-                    let said = e.to_string();
-                    if warned.as_ref() != Some(&said) {
-                        (self.say)(&format!("warning: {env}: no approval could be read, so none is taken: {said}"));
-                        warned = Some(said);
-                    }
-                    None
-                }
+            // A failure aborts at once, whatever the remote says; and a remote that is slow to
+            // answer holds up the next judgement by 2 s at most.
+            let read = match verdict {
+                Verdict::Failed => Ok(Ok(None)),
+                _ => tokio::time::timeout(Duration::from_secs(2), approve::approval(&*self.remote, &pause)).await,
             };
+            let approved =
+                match read.map_err(|_| DeployError::from(anyhow::anyhow!("the remote did not answer within 2 s"))) {
+                    Ok(Ok(a)) => a,
+                    // The remote may come back, and a bad object is no approval: the wait goes on,
+                    // and so does the analysis, up to the timeout.
+                    Ok(Err(e)) | Err(e) => {
+                        let said = e.to_string();
+                        if warned.as_ref() != Some(&said) {
+                            (self.say)(&format!("warning: {env}: no approval could be read, so none is taken: {said}"));
+                            warned = Some(said);
+                        }
+                        None
+                    }
+                };
             let timed_out = waited.elapsed() >= limit;
             let (verdict, reason) = match (verdict, &approved) {
                 (Verdict::Failed, _) => (Verdict::Failed, format!("while it waited for approval: {reason}")),

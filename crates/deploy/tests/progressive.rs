@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deploy::canary::{CanaryConfig, ShadowConfig, Step, Strategy, Thresholds, Verdict};
+use deploy::canary::{CanaryConfig, Inconclusive, ShadowConfig, Step, Strategy, Thresholds, Verdict};
 use deploy::{Approval, Outcome, TargetKind};
 
 use crate::canary::{Reviews, always_fresh, deployer_on};
@@ -110,7 +110,9 @@ async fn a_step_that_waits_for_approval_holds_until_approved_and_one_never_appro
     let load = Load::start(url.clone(), 4);
     // What lies where the approval goes, not written by an approver, is no approval.
     let forger = async {
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
+            assert!(Instant::now() < deadline, "the canary never waited: {:?}", said.lock().unwrap());
             if let Some(p) = deploy::approve::pending(&*remote, "production").await.unwrap() {
                 let prefix = deploy::approve::PAUSES_PREFIX;
                 let key = format!("{prefix}/production/{:012}-{}/{:02}.approved", p.generation, p.lock, p.step);
@@ -140,6 +142,30 @@ async fn a_step_that_waits_for_approval_holds_until_approved_and_one_never_appro
     let objects = remote.list(deploy::approve::PAUSES_PREFIX).await.unwrap();
     assert_eq!(objects.iter().filter(|k| k.ends_with(".pause")).count(), 2, "{objects:?}");
     assert_eq!(deploy::approve::approve(&*remote, "production", &reviewer).await.unwrap(), None);
+
+    // A step that passes for want of traffic (`inconclusive = "pass"`) still waits for approval.
+    let thin = Thresholds { min_requests: 1_000_000, inconclusive: Inconclusive::Pass, ..Thresholds::default() };
+    let steps = vec![Step { weight: 30, pause_seconds: 1.0, approval: true }];
+    let plan = CanaryConfig { steps, analysis: thin, approval_timeout_seconds: 120.0 };
+    d.envs.get_mut("production").unwrap().canary = Some(plan);
+    let fourth = model(models.path(), "fourth", 150, false);
+    let c4 = candidate(&serve, &router, &fourth, "dddd0004");
+    let approver = async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(Instant::now() < deadline, "the thin canary never waited: {:?}", said.lock().unwrap());
+            if let Some(p) = deploy::approve::pending(&*remote, "production").await.unwrap() {
+                assert!(deploy::approve::approve_exactly(&*remote, &p, &reviewer).await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (r, ()) = tokio::join!(d.deploy("production", &c4), approver);
+    let r = r.unwrap();
+    let steps: Vec<(&str, Verdict)> = r.events[0].analysis.iter().map(|a| (a.kind.as_str(), a.verdict)).collect();
+    assert_eq!(steps, [("canary", Verdict::Inconclusive), ("approval", Verdict::Successful)]);
+    assert_eq!((r.exit_code, r.events[0].outcome), (0, Outcome::Live));
     d.stop("production").await.unwrap();
 }
 

@@ -108,6 +108,11 @@ impl Seaweed {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Its other ports are bound by then or just after: one that was taken ends it now.
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!("SeaweedFS exited just after starting ({status}) on ports from {}", self.base));
+        }
         self.child = Some(child);
         Ok(())
     }
@@ -202,7 +207,8 @@ const GRPC: u16 = 10;
 
 /// A block of 20 ports, free now, that no other server of this process was given.
 ///
-/// The block lies below the kernel's ephemeral range: a port in that range can be taken, between
+/// The block lies below the kernel's ephemeral range (where that range starts above 21,000, as
+/// it does by default): a port in that range can be taken, between
 /// this check and the server's bind, as the source port of any outgoing connection (SeaweedFS's
 /// own parts connect to each other while they start), and the server then exits.
 fn free_port_block() -> u16 {
