@@ -40,10 +40,15 @@ impl DvcCache {
         self.path(md5, is_dir).is_file()
     }
 
-    /// A new temporary path on the cache's filesystem.
+    /// A new temporary path on the cache's filesystem, removed on drop. Nothing is created
+    /// there yet: whoever writes the object creates the file, on the thread that writes it. The
+    /// name is unique by construction (the process and a counter), not by chance.
     pub fn temp_path(&self) -> Result<tempfile::TempPath> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         fs::create_dir_all(&self.tmp).with_context(|| format!("cannot create {}", self.tmp.display()))?;
-        Ok(tempfile::Builder::new().prefix("obj-").tempfile_in(&self.tmp)?.into_temp_path())
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("obj-{}-{n}", std::process::id());
+        Ok(tempfile::TempPath::try_from_path(self.tmp.join(name))?)
     }
 
     /// Moves the verified temporary file `tmp` into the cache as the object `md5`.

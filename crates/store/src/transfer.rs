@@ -66,6 +66,8 @@ pub struct PushSummary {
 struct Wanted {
     rel: String,
     md5: Md5,
+    /// Whether the cache held the object when the workspace was looked at.
+    cached: bool,
 }
 
 impl Store {
@@ -129,12 +131,14 @@ impl Store {
                     let entries = self.manifest(&out.md5).await?;
                     let names: BTreeSet<String> =
                         entries.iter().map(|e| format!("{}/{}", out.path, e.relpath)).collect();
-                    wanted.extend(
-                        entries.into_iter().map(|e| Wanted { rel: format!("{}/{}", out.path, e.relpath), md5: e.md5 }),
-                    );
+                    wanted.extend(entries.into_iter().map(|e| Wanted {
+                        rel: format!("{}/{}", out.path, e.relpath),
+                        md5: e.md5,
+                        cached: false,
+                    }));
                     dirs.push((out.path.clone(), names));
                 } else {
-                    wanted.push(Wanted { rel: out.path, md5: out.md5 });
+                    wanted.push(Wanted { rel: out.path, md5: out.md5, cached: false });
                 }
             }
         }
@@ -245,13 +249,14 @@ impl Store {
     }
 
     /// The wanted files whose workspace copy is absent or different, read through the md5 stat
-    /// cache on the blocking pool.
+    /// cache on the blocking pool, each marked with whether the cache holds its object.
     async fn not_up_to_date(&self, wanted: Vec<Wanted>) -> Result<Vec<Wanted>, StoreError> {
-        let hashes = Arc::clone(&self.hashes);
+        let (hashes, cache) = (Arc::clone(&self.hashes), self.cache.clone());
         tokio::task::spawn_blocking(move || {
             let mut todo = Vec::new();
-            for w in wanted {
+            for mut w in wanted {
                 if hashes.md5(&w.rel)? != Some(w.md5) {
+                    w.cached = cache.has(&w.md5, false);
                     todo.push(w);
                 }
             }
@@ -266,19 +271,21 @@ impl Store {
     /// where the filesystem can); one that was already in the cache is verified as it is copied,
     /// so a cache corrupted on disk is caught. Returns the workspace path and the md5 written.
     async fn materialise(&self, w: &Wanted, progress: &Progress) -> Result<(String, Md5), StoreError> {
-        let cached = self.cache.path(&w.md5, false);
-        let fetched = if tokio::fs::try_exists(&cached).await.unwrap_or(false) {
-            None
-        } else {
-            Some(self.download(&w.md5, false, &|n| progress.bytes(n)).await?)
+        // Two wanted files with the same content: the second finds the object the first
+        // fetched, and verifies it as it copies it out.
+        let fetched = match w.cached {
+            true => None,
+            false => Some(self.download(&w.md5, false, &|n| progress.bytes(n)).await?),
         };
         let (root, rel, md5, cache) = (self.root.clone(), w.rel.clone(), w.md5, self.cache.clone());
         tokio::task::spawn_blocking(move || {
             let verify = match fetched {
-                Some(tmp) => {
+                Some(tmp) if !cache.has(&md5, false) => {
                     cache.adopt(tmp, &md5, false)?;
                     false
                 }
+                // Fetched twice at once (two files with the same content): the first one kept.
+                Some(_) => true,
                 None => true,
             };
             checkout(&root, &cache.path(&md5, false), &rel, &md5, verify)
@@ -336,8 +343,19 @@ fn checkout(root: &Path, cached: &Path, rel: &str, md5: &Md5, verify: bool) -> R
     let dest = root.join(rel);
     let dir = dest.parent().expect("workspace files have a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp =
-        tempfile::Builder::new().prefix(".slipway-").tempfile_in(dir).map_err(anyhow::Error::from)?.into_temp_path();
+    let mut tmp = tempfile::Builder::new().prefix(".slipway-").tempfile_in(dir).map_err(anyhow::Error::from)?;
+    if !verify {
+        // A reflink where the filesystem can, else an in-kernel copy, into the temporary file
+        // already open: one new inode per checkout, none created and freed on the way.
+        let mut src = std::fs::File::open(cached).map_err(anyhow::Error::from)?;
+        // A reflink that fails leaves the file as it was: empty.
+        if reflink_copy::reflink_file(&src, tmp.as_file()).is_err() {
+            std::io::copy(&mut src, tmp.as_file_mut())
+                .with_context(|| format!("cannot copy {} to {}", cached.display(), tmp.path().display()))?;
+        }
+    }
+    tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(anyhow::Error::from)?;
+    let tmp = tmp.into_temp_path();
     if verify {
         let src = std::fs::File::open(cached).map_err(anyhow::Error::from)?;
         let (actual, _) = copy_hashing(src, &tmp, &|_| {}).map_err(anyhow::Error::from)?;
@@ -352,13 +370,7 @@ fn checkout(root: &Path, cached: &Path, rel: &str, md5: &Md5, verify: bool) -> R
                 actual: actual.to_hex(),
             });
         }
-    } else {
-        // The temporary file exists; a reflink needs the name free.
-        std::fs::remove_file(&tmp).map_err(anyhow::Error::from)?;
-        reflink_copy::reflink_or_copy(cached, &tmp)
-            .with_context(|| format!("cannot copy {} to {}", cached.display(), tmp.display()))?;
     }
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(anyhow::Error::from)?;
     tmp.persist(&dest).map_err(|e| anyhow::anyhow!("cannot write {rel}: {}", e.error))?;
     Ok(())
 }

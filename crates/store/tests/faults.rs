@@ -238,3 +238,36 @@ async fn a_small_read_takes_at_most_its_bound() {
         assert!(matches!(err, StoreError::Missing { .. }), "{name}: {err}");
     }
 }
+
+/// Files with the same content are each checked out, writable, beside a read-only cache; a
+/// pull that finds the object already cached verifies it on the way out and refuses a bad one.
+#[test]
+fn files_of_one_content_check_out_writable_and_a_cached_object_is_verified() {
+    use std::os::unix::fs::PermissionsExt;
+    let same = b"text,label\nsame,1\n".to_vec();
+    let tree = [("data/one.csv", same.clone()), ("data/two/one.csv", same.clone()), ("data/x.csv", b"x\n".to_vec())];
+    let (repo, _remote, env) = pushed_repo(&tree);
+    let summary = pull(repo.path(), &env).unwrap();
+    assert_eq!((summary.downloaded, summary.files), (3, 3));
+    for (rel, bytes) in &tree {
+        let path = repo.path().join(rel);
+        assert_eq!(&fs::read(&path).unwrap(), bytes, "{rel}");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644, "{rel}");
+    }
+    let object = repo.path().join(".dvc/cache").join(store::dvc::object_key(&Md5::of(&same), false));
+    assert_eq!(fs::metadata(&object).unwrap().permissions().mode() & 0o222, 0, "the cache is read-only");
+    let leftovers: Vec<String> =
+        read_tree(repo.path()).into_keys().filter(|k| k.contains(".slipway-") || k.contains("/tmp/obj-")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The workspace is gone but the cache is there: checked out from it, verified as it goes.
+    fs::remove_dir_all(repo.path().join("data")).unwrap();
+    assert_eq!(pull(repo.path(), &env).unwrap().downloaded, 3);
+    assert_eq!(fs::read(repo.path().join("data/two/one.csv")).unwrap(), same);
+    make_writable(&repo.path().join(".dvc/cache"));
+    fs::write(&object, b"not what it says\n").unwrap();
+    fs::remove_dir_all(repo.path().join("data")).unwrap();
+    let err = pull(repo.path(), &env).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(!repo.path().join("data/one.csv").exists() || fs::read(repo.path().join("data/one.csv")).unwrap() == same);
+}
