@@ -386,8 +386,14 @@ fn is_transient(e: &StoreError) -> bool {
     matches!(e, StoreError::Unreachable { .. })
 }
 
+/// The error to report of many: a corrupt object first, since it explains others (files of the
+/// same content find its cache object removed), else the first.
 fn first_error<T>(results: Vec<Result<T, StoreError>>) -> Result<(), StoreError> {
-    results.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+    let mut errors: Vec<StoreError> = results.into_iter().filter_map(Result::err).collect();
+    match errors.iter().position(|e| matches!(e, StoreError::Corrupt { .. })) {
+        Some(i) => Err(errors.swap_remove(i)),
+        None => errors.into_iter().next().map_or(Ok(()), Err),
+    }
 }
 
 /// Every `*.dvc` file under `root`, skipping version control, build output, Slipway's state and
