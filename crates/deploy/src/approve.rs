@@ -123,7 +123,7 @@ pub(crate) async fn approval(remote: &dyn Remote, pause: &Pause) -> Result<Optio
 /// The pauses on `env` by (generation, tag, step), from a listing; other names are ignored.
 fn pauses(keys: &[String], env: &str) -> Vec<(u64, String, usize, &'static str)> {
     let prefix = format!("{PAUSES_PREFIX}/{env}/");
-    let digits = |s: &str, n: usize| (s.len() == n && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?;
+    let digits = lock::digits;
     keys.iter()
         .filter_map(|k| {
             let (holder, name) = k.strip_prefix(&prefix)?.split_once('/')?;

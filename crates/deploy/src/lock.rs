@@ -119,7 +119,8 @@ async fn scan(remote: &dyn Remote, env: &str) -> Result<Scan, DeployError> {
     })
 }
 
-fn digits(s: &str, n: usize) -> Option<u64> {
+/// `s` as a number, if it is exactly `n` decimal digits.
+pub(crate) fn digits(s: &str, n: usize) -> Option<u64> {
     (s.len() == n && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
 }
 
@@ -133,6 +134,20 @@ async fn store_now(remote: &dyn Remote) -> Result<SystemTime, DeployError> {
     now.ok_or_else(|| anyhow::anyhow!("the remote lost the clock probe {probe}").into())
 }
 
+/// The store's clock now, and how long generation `top` has shown no sign of life (its lock or
+/// its newest beat, by the store's clock); one whose objects are gone is idle for ever.
+async fn idleness(
+    remote: &dyn Remote,
+    env: &str,
+    state: &Scan,
+    top: u64,
+) -> Result<(SystemTime, Duration), DeployError> {
+    let now = store_now(remote).await?;
+    let last_key = state.beat.map_or_else(|| key(env, top, "lock"), |n| key(env, top, &format!("beat.{n:08}")));
+    let last = remote.modified(&last_key).await?.unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok((now, now.duration_since(last).unwrap_or_default()))
+}
+
 async fn read_holder(remote: &dyn Remote, key: &str) -> Option<Holder> {
     let bytes = remote.read_small(key, 4096).await.ok()?;
     serde_json::from_slice::<Holder>(&bytes).ok().filter(|h| names::is_hex64(&h.token) && names::is_text(&h.who, 256))
@@ -144,10 +159,7 @@ async fn read_holder(remote: &dyn Remote, key: &str) -> Option<Holder> {
 pub async fn live_holder(remote: &dyn Remote, env: &str) -> Result<Option<LockId>, DeployError> {
     let state = scan(remote, env).await?;
     let Some(top) = state.top.filter(|_| !state.ended) else { return Ok(None) };
-    let last_key = state.beat.map_or_else(|| key(env, top, "lock"), |n| key(env, top, &format!("beat.{n:08}")));
-    let Some(last) = remote.modified(&last_key).await? else { return Ok(None) };
-    let idle = store_now(remote).await?.duration_since(last).unwrap_or_default();
-    if idle >= STALE_AFTER {
+    if idleness(remote, env, &state, top).await?.1 >= STALE_AFTER {
         return Ok(None);
     }
     let holder = read_holder(remote, &key(env, top, "lock")).await;
@@ -175,11 +187,7 @@ pub async fn acquire_with(
             None => 1,
             Some(top) if state.ended => top + 1,
             Some(top) => {
-                let now = store_now(&**remote).await?;
-                let last_key =
-                    state.beat.map_or_else(|| key(env, top, "lock"), |n| key(env, top, &format!("beat.{n:08}")));
-                let last = remote.modified(&last_key).await?.unwrap_or(SystemTime::UNIX_EPOCH);
-                let idle = now.duration_since(last).unwrap_or_default();
+                let (now, idle) = idleness(&**remote, env, &state, top).await?;
                 if idle < times.stale_after {
                     let holder = read_holder(&**remote, &key(env, top, "lock")).await;
                     let by = holder.map_or_else(|| "someone (an unreadable lock)".to_string(), |h| h.who);
