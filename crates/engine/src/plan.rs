@@ -43,9 +43,48 @@ pub fn stage_env(stage: &Stage, ws: &Workspace) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The command every stage keyed on crates probes: the compiler's full version.
+const RUSTC_VERSION: [&str; 2] = ["rustc", "-vV"];
+
+/// Every probe `stage` runs when its inputs are resolved, each with the environment it runs in.
+pub fn probes(stage: &Stage, ws: &Workspace) -> Vec<(Vec<String>, BTreeMap<String, String>)> {
+    let env = stage_env(stage, ws);
+    let argvs = stage.inputs.iter().filter_map(|input| match input {
+        Input::Probe { argv, .. } => Some(argv.clone()),
+        Input::Crates { .. } => Some(RUSTC_VERSION.map(String::from).to_vec()),
+        _ => None,
+    });
+    argvs.map(|argv| (argv, env.clone())).collect()
+}
+
 /// Observes every input of `stage` (a stage of `pipeline`). `upstream` maps each stage it is
 /// keyed on to that stage's outputs digest.
 pub fn resolve(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    ws: &Workspace,
+    upstream: &BTreeMap<String, Digest>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Resolved> {
+    // Every probe starts now, beside the hashing below; each is read where its input comes.
+    std::thread::scope(|scope| {
+        for (argv, env) in distinct(probes(stage, ws)) {
+            scope.spawn(move || drop(ws.probe(&argv, &env)));
+        }
+        resolve_inputs(pipeline, stage, ws, upstream, progress)
+    })
+}
+
+/// `probes` sorted, each once.
+pub fn distinct(
+    mut probes: Vec<(Vec<String>, BTreeMap<String, String>)>,
+) -> Vec<(Vec<String>, BTreeMap<String, String>)> {
+    probes.sort();
+    probes.dedup();
+    probes
+}
+
+fn resolve_inputs(
     pipeline: &Pipeline,
     stage: &Stage,
     ws: &Workspace,
@@ -133,7 +172,7 @@ fn resolve_crates(
     let excluded = crate::crates::not_linked(&closure);
     let filter = Filter { ignore: &stage.ignore, excluded: &excluded };
     let files = hasher.manifest(&crate::crates::paths(&closure), &filter)?;
-    let (rustc, ok) = ws.probe(&["rustc".into(), "-vV".into()], env)?;
+    let (rustc, ok) = ws.probe(&RUSTC_VERSION.map(String::from), env)?;
     if !ok {
         bail!("could not run `rustc -vV`, which stage `{}` is keyed on: is Rust installed?", stage.name);
     }

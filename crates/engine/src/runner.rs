@@ -139,6 +139,11 @@ pub async fn run(
     for secret in ws.secret_values() {
         reporter.secret(secret);
     }
+    // Every stage's probes start at once: in a run where nothing changes they are the longest
+    // part of planning, and each stage would otherwise wait for its own after its upstream. An
+    // answer is forgotten as soon as any stage runs or restores (`Workspace::forget_probes`), so
+    // no stage is keyed on what a tool printed before an earlier stage changed it.
+    let prefetched = ws.prefetch_probes(pipeline.stages().iter().flat_map(|s| crate::plan::probes(s, &ws)).collect());
     let shared = Arc::new(pipeline.clone());
     let mut done: BTreeMap<String, watch::Receiver<Done>> = BTreeMap::new();
     let mut tasks = Vec::new();
@@ -168,6 +173,9 @@ pub async fn run(
     }
     if let Err(e) = ws.save_stat_cache() {
         reporter.warn(&format!("{e:#}"));
+    }
+    for probe in prefetched {
+        let _ = probe.join();
     }
     reporter.finished(&summary);
     summary
@@ -313,6 +321,7 @@ fn try_execute(
     reporter.running(&stage.name);
     let start = Instant::now();
     let known = ws.last_record(&stage.name).map(|r| r.outputs).unwrap_or_default();
+    ws.forget_probes();
     let stash = Stash::take(ws, &stage.outputs)?;
     let ctx = StageContext {
         stage: &stage.name,
@@ -326,7 +335,10 @@ fn try_execute(
         reporter,
         action_only: &stage.action_only,
     };
-    let ran = act(stage, &ctx).and_then(|()| {
+    let acted = act(stage, &ctx);
+    // What the stage did may change what a probe prints, its own included (checked below).
+    ws.forget_probes();
+    let ran = acted.and_then(|()| {
         record_run(pipeline, stage, ws, upstream, resolved, start.elapsed(), reporter).map_err(Into::into)
     });
     let settled = match &ran {
@@ -373,6 +385,7 @@ fn reuse(
         return Ok(Some(Outcome::Cached));
     }
     let known = ws.last_record(&stage.name).map(|r| r.outputs).unwrap_or_default();
+    ws.forget_probes();
     for line in restore_outputs(ws, &stage.name, &stage.outputs, &record.outputs, &known)? {
         // Restoring never deletes a file Slipway did not write; say where it went.
         reporter.warn(&format!("{}: {line}", stage.name));

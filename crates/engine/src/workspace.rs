@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 
@@ -26,6 +26,10 @@ pub const LOGS_DIR: &str = "logs";
 /// A probe's command and the environment it ran in.
 type Probed = (Vec<String>, BTreeMap<String, String>);
 
+/// A probe's answer (its output and whether it succeeded), or why it could not start; shared by
+/// everyone who asks while it runs, so one probe never runs twice at once.
+type ProbeCell = Arc<OnceLock<Result<(String, bool), String>>>;
+
 /// Everything a plan or a run needs to know about where it happens.
 pub struct Workspace {
     root: PathBuf,
@@ -37,7 +41,8 @@ pub struct Workspace {
     /// are relative to different directories).
     program: Option<(PathBuf, Mutex<StatCache>)>,
     store: Box<dyn StepStore>,
-    tools: Mutex<HashMap<Probed, (String, bool)>>,
+    /// Probe answers since anything last changed the tree; see [`Workspace::forget_probes`].
+    tools: Mutex<HashMap<Probed, ProbeCell>>,
 }
 
 impl Workspace {
@@ -164,12 +169,42 @@ impl Workspace {
     }
 
     /// What `argv` prints on standard output (trimmed) and whether it succeeded, run in the root
-    /// with exactly the environment `env`; memoised for the run. An error only if it cannot start.
+    /// with exactly the environment `env`. An error only if it cannot start.
+    ///
+    /// Answers are shared until [`Workspace::forget_probes`]: a caller that asks while the same
+    /// probe runs waits for that run instead of starting another.
     pub fn probe(&self, argv: &[String], env: &BTreeMap<String, String>) -> Result<(String, bool)> {
-        let key = (argv.to_vec(), env.clone());
-        if let Some(v) = self.tools.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Ok(v.clone());
-        }
+        let cell = self
+            .tools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((argv.to_vec(), env.clone()))
+            .or_default()
+            .clone();
+        cell.get_or_init(|| self.run_probe(argv, env).map_err(|e| format!("{e:#}"))).clone().map_err(anyhow::Error::msg)
+    }
+
+    /// Something is about to change the tree (a stage runs, or its outputs are restored), and
+    /// with it perhaps what a probe prints (a tool it installs): every later probe runs afresh.
+    /// A probe still running keeps its answer for those who asked before.
+    pub fn forget_probes(&self) {
+        self.tools.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Starts each of `probes` on a thread of its own, so that the stages that ask for them
+    /// later find the answers ready or on their way. Returns the threads, to join before the run
+    /// ends.
+    pub fn prefetch_probes(self: &Arc<Self>, probes: Vec<Probed>) -> Vec<std::thread::JoinHandle<()>> {
+        crate::plan::distinct(probes)
+            .into_iter()
+            .map(|(argv, env)| {
+                let ws = self.clone();
+                std::thread::spawn(move || drop(ws.probe(&argv, &env)))
+            })
+            .collect()
+    }
+
+    fn run_probe(&self, argv: &[String], env: &BTreeMap<String, String>) -> Result<(String, bool)> {
         let (program, args) = argv.split_first().context("a probe needs a command")?;
         let sh = xshell::Shell::new()?;
         sh.change_dir(&self.root);
@@ -180,8 +215,6 @@ impl Workspace {
             .ignore_status()
             .output()
             .with_context(|| format!("could not run `{}`; is `{program}` installed?", argv.join(" ")))?;
-        let value = (String::from_utf8_lossy(&out.stdout).trim().to_string(), out.status.success());
-        self.tools.lock().unwrap_or_else(|e| e.into_inner()).insert(key, value.clone());
-        Ok(value)
+        Ok((String::from_utf8_lossy(&out.stdout).trim().to_string(), out.status.success()))
     }
 }

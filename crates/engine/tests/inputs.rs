@@ -102,6 +102,63 @@ fn a_probe_is_keyed_and_its_value_reaches_the_action() {
     assert_eq!(run.summary.exit_code(), 2, "a tool that does not run is an error");
 }
 
+/// Probes start when the run does, all at once; what an earlier stage changes (by running or by
+/// having its outputs restored) must still be what a later stage's probe reports.
+#[test]
+fn a_probe_sees_what_an_earlier_stage_of_the_run_changed() {
+    let repo = Repo::new();
+    repo.write("version.txt", "v1\n");
+    let pipeline = || {
+        let install = Stage::new("install", "install v2").output("version.txt").run(|ctx| {
+            // Slow enough that the probe started with the run has long answered `v1`.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            fs::write(ctx.root().join("version.txt"), "v2\n")?;
+            Ok(())
+        });
+        let user = Stage::new("use", "use the installed version")
+            .after("install")
+            .probe("version", &["cat", "version.txt"])
+            .output("out.txt")
+            .run(|ctx| {
+                fs::write(ctx.root().join("out.txt"), ctx.probe("version").unwrap_or("none"))?;
+                Ok(())
+            });
+        Pipeline::new().stage(install).unwrap().stage(user).unwrap()
+    };
+    let run = repo.run(&pipeline());
+    assert_eq!(run.outcomes(), ["install=ran", "use=ran"]);
+    assert_eq!(repo.read("out.txt"), "v2", "the probe ran after `install` did");
+    assert_eq!(repo.run(&pipeline()).outcomes(), ["install=cached", "use=cached"], "keyed on `v2`");
+    // Put back by hand, the old version is restored by `install` before `use` looks.
+    repo.write("version.txt", "v1\n");
+    assert_eq!(repo.run(&pipeline()).outcomes(), ["install=restored", "use=cached"]);
+    assert_eq!(repo.read("version.txt"), "v2\n");
+}
+
+/// Stages that ask for the same probe at once share one run of it.
+#[test]
+fn one_probe_asked_for_at_once_runs_once() {
+    let mut repo = Repo::new();
+    repo.env.insert("PATH".into(), std::env::var("PATH").unwrap());
+    repo.write("count.sh", "echo x >> runs.txt; sleep 0.2; echo v1\n");
+    let stage = |name: &str| {
+        Stage::new(name, "probe").probe("counted", &["sh", "count.sh"]).run(|ctx| {
+            assert_eq!(ctx.probe("counted"), Some("v1"));
+            Ok(())
+        })
+    };
+    let pipeline = Pipeline::new().stage(stage("a")).unwrap().stage(stage("b")).unwrap().stage(stage("c")).unwrap();
+    let run = repo.run(&pipeline);
+    assert_eq!(run.outcomes(), ["a=ran", "b=ran", "c=ran"]);
+    // Once when the run starts; each stage that ran made every later asker probe afresh (its
+    // check that the inputs did not change while it ran included), so at most 1 + 2 × 3.
+    let runs = repo.read("runs.txt").lines().count();
+    assert!((1..=7).contains(&runs), "{runs} runs");
+    fs::remove_file(repo.path("runs.txt")).unwrap();
+    assert_eq!(repo.run(&pipeline).outcomes(), ["a=cached", "b=cached", "c=cached"]);
+    assert_eq!(repo.read("runs.txt"), "x\n", "a run that changes nothing probes once");
+}
+
 #[test]
 fn a_crates_input_covers_the_closure_and_nothing_else() {
     let mut repo = Repo::new();
