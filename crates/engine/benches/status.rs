@@ -5,7 +5,8 @@
 //! `target/bench-data/status-tree` on every run; each timing is the best of fifteen. The tree's
 //! writes are flushed (`sync`) before anything is timed, and `slipway status` and `git status`
 //! take turns, so that neither runs while the kernel writes back what the setup wrote (the
-//! first one timed did, and looked 50% slower).
+//! first one timed did, and looked 50% slower). `SLIPWAY_BENCH_PROFILE=N` runs only the first
+//! case, N times, for a profiler.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -35,6 +36,13 @@ fn main() -> Result<()> {
     // hashed it; two more passes make sure every entry is settled before anything is timed.
     for _ in 0..2 {
         slipway_status(&root, &pipeline)?;
+    }
+    // For a profiler: only the timed case, many times over, and nothing else.
+    if let Some(n) = std::env::var("SLIPWAY_BENCH_PROFILE").ok().and_then(|n| n.parse::<usize>().ok()) {
+        for _ in 0..n {
+            slipway_status(&root, &pipeline)?;
+        }
+        return Ok(());
     }
     println!("files: {} in {DIRS} directories, {} bytes", thousands(FILES as u64), thousands(bytes));
     println!("nproc: {}", std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -99,6 +107,10 @@ fn first_run(root: &Path, pipeline: &Pipeline) -> Result<()> {
 fn git_setup(sh: &Shell) -> Result<()> {
     cmd!(sh, "git init -q").quiet().run().context("cannot create the git repository")?;
     cmd!(sh, "git add -A").quiet().run().context("cannot stage the tree in git")?;
+    // No automatic gc or maintenance: git would start it in the background after the commit,
+    // and it would take the CPU from whatever is timed next.
+    cmd!(sh, "git config gc.auto 0").quiet().run().context("cannot configure the git repository")?;
+    cmd!(sh, "git config maintenance.auto false").quiet().run().context("cannot configure the git repository")?;
     cmd!(sh, "git -c user.name=b -c user.email=b@b commit -qm x").quiet().run().context("cannot commit the tree")?;
     cmd!(sh, "git status --porcelain").quiet().read().context("cannot refresh the git index")?;
     Ok(())
@@ -108,8 +120,12 @@ fn git_setup(sh: &Shell) -> Result<()> {
 fn slipway_status(root: &Path, pipeline: &Pipeline) -> Result<Duration> {
     let start = Instant::now();
     let ws = Workspace::new(root, BTreeMap::new());
+    let tl = start.elapsed();
     let statuses = engine::status(pipeline, &ws, false)?;
     let time = start.elapsed();
+    if std::env::var_os("SLIPWAY_BENCH_PROFILE").is_some() {
+        eprintln!("PHASE load {tl:?} total {time:?}");
+    }
     if let Some(s) = statuses.iter().find(|s| s.freshness != Freshness::Fresh) {
         bail!("stage `{}` should be fresh but is {:?}", s.stage, s.freshness);
     }

@@ -16,12 +16,14 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 use crate::cache_key::Digest;
 use crate::fsutil::write_atomic;
 
 /// A content digest the stat cache can hold: BLAKE3 for the engine, MD5 for DVC data.
-pub trait CachedDigest: Copy {
+pub trait CachedDigest: Copy + Send + Sync + 'static {
     /// Written into the cache file; a file with another namespace is ignored. Bump the version
     /// in it when the entry layout or the way contents are hashed changes.
     const NAMESPACE: &'static str;
@@ -85,21 +87,51 @@ struct Entry<D> {
 /// Digests of files keyed by path relative to the workspace root.
 pub struct StatCache<D: CachedDigest = Digest> {
     path: PathBuf,
-    entries: HashMap<String, Entry<D>>,
+    /// The file being read and decoded on a thread of its own, until the entries are needed.
+    loading: Mutex<Option<JoinHandle<Entries<D>>>>,
+    entries: OnceLock<Entries<D>>,
     dirty: bool,
 }
+
+type Entries<D> = HashMap<String, Entry<D>>;
 
 impl<D: CachedDigest> StatCache<D> {
     /// Loads the cache at `path`. A missing, unreadable, corrupt or outdated file gives an empty
     /// cache: it only costs hashing again.
     pub fn load(path: &Path) -> StatCache<D> {
-        let entries = fs::metadata(path)
-            .ok()
-            .filter(|m| m.len() <= MAX_FILE_BYTES)
-            .and_then(|_| fs::read(path).ok())
-            .and_then(|bytes| decode::<D>(&bytes))
-            .unwrap_or_default();
-        StatCache { path: path.to_path_buf(), entries, dirty: false }
+        let cache = StatCache::empty(path);
+        let _ = cache.entries.set(read(path));
+        cache
+    }
+
+    /// [`StatCache::load`], with the file read and decoded on a thread of its own while the
+    /// caller walks the tree; the first lookup waits for it.
+    pub fn load_in_background(path: &Path) -> StatCache<D> {
+        let cache = StatCache::empty(path);
+        let file = path.to_path_buf();
+        match std::thread::Builder::new().name("stat-cache".into()).spawn(move || read(&file)) {
+            Ok(thread) => *cache.loading.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread),
+            Err(_) => drop(cache.entries.set(read(path))),
+        }
+        cache
+    }
+
+    fn empty(path: &Path) -> StatCache<D> {
+        StatCache { path: path.to_path_buf(), loading: Mutex::new(None), entries: OnceLock::new(), dirty: false }
+    }
+
+    /// The entries, once loaded. A loading thread that died leaves an empty cache, which only
+    /// costs hashing again.
+    fn entries(&self) -> &Entries<D> {
+        self.entries.get_or_init(|| {
+            let loading = self.loading.lock().unwrap_or_else(|e| e.into_inner()).take();
+            loading.and_then(|thread| thread.join().ok()).unwrap_or_default()
+        })
+    }
+
+    fn entries_mut(&mut self) -> &mut Entries<D> {
+        self.entries();
+        self.entries.get_mut().expect("loaded just above")
     }
 
     /// The filesystem's clock, read through a new marker file next to the cache. A hashing pass
@@ -115,17 +147,18 @@ impl<D: CachedDigest> StatCache<D> {
 
     /// The stored digest of `rel`, if its stat fields still match.
     pub fn get(&self, rel: &str, stat: &StatKey) -> Option<D> {
-        self.entries.get(rel).filter(|e| e.stat == *stat).map(|e| e.digest)
+        self.entries().get(rel).filter(|e| e.stat == *stat).map(|e| e.digest)
     }
 
     /// Records the digest of `rel`, read after `clock` from a file whose stat was `stat` before
     /// it was read. Racy entries (see the module docs) are dropped instead.
     pub fn insert(&mut self, rel: &str, stat: StatKey, digest: D, clock: Clock) {
         let settled = stat.mtime_ns < clock.0 && stat.ctime_ns < clock.0;
+        let entries = self.entries_mut();
         if settled {
-            self.entries.insert(rel.to_string(), Entry { stat, digest });
+            entries.insert(rel.to_string(), Entry { stat, digest });
         } else {
-            self.entries.remove(rel);
+            entries.remove(rel);
         }
         self.dirty = true;
     }
@@ -135,10 +168,20 @@ impl<D: CachedDigest> StatCache<D> {
         if !self.dirty {
             return Ok(());
         }
-        let result = write_atomic(&self.path, &encode(&self.entries));
+        let result = write_atomic(&self.path, &encode(self.entries()));
         self.dirty = result.is_err();
         result
     }
+}
+
+/// The entries of the cache file at `path`; none if it is missing, too large or not valid.
+fn read<D: CachedDigest>(path: &Path) -> Entries<D> {
+    fs::metadata(path)
+        .ok()
+        .filter(|m| m.len() <= MAX_FILE_BYTES)
+        .and_then(|_| fs::read(path).ok())
+        .and_then(|bytes| decode::<D>(&bytes))
+        .unwrap_or_default()
 }
 
 /// The file: [`MAGIC`], then the namespace and the entries, then the BLAKE3 of everything
@@ -275,7 +318,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("stat.bin"), b"{ not a cache").unwrap();
         let cache = StatCache::<Digest>::load(&dir.path().join("stat.bin"));
-        assert!(cache.entries.is_empty());
+        assert!(cache.entries().is_empty());
     }
 
     /// A second digest type, as the store's MD5 is: its files are not this cache's.
@@ -303,24 +346,30 @@ mod tests {
         }
         cache.save().unwrap();
         let path = dir.path().join("stat.bin");
-        let reloaded = StatCache::<Digest>::load(&path);
-        assert_eq!(reloaded.entries.len(), 300);
-        for (rel, e) in &cache.entries {
-            assert_eq!(reloaded.get(rel, &e.stat), Some(e.digest), "{rel}");
+        for reloaded in [StatCache::<Digest>::load(&path), StatCache::<Digest>::load_in_background(&path)] {
+            assert_eq!(reloaded.entries().len(), 300);
+            for (rel, e) in cache.entries() {
+                assert_eq!(reloaded.get(rel, &e.stat), Some(e.digest), "{rel}");
+            }
         }
+        // Written to before the thread is done: the loaded entries are there, and so is the new one.
+        let mut added = StatCache::<Digest>::load_in_background(&path);
+        let stat = StatKey { size: 1, mtime_ns: 1, ctime_ns: 1, ino: 1, mode: 0o100644 };
+        added.insert("new.bin", stat, Digest::of(b"new"), Clock(i64::MAX));
+        assert_eq!((added.entries().len(), added.get("new.bin", &stat)), (301, Some(Digest::of(b"new"))));
         let good = fs::read(&path).unwrap();
         for at in [0, 9, 20, good.len() / 2, good.len() - 40, good.len() - 1] {
             let mut bad = good.clone();
             bad[at] ^= 0x40;
             fs::write(&path, &bad).unwrap();
-            assert!(StatCache::<Digest>::load(&path).entries.is_empty(), "a flipped byte at {at} was accepted");
+            assert!(StatCache::<Digest>::load(&path).entries().is_empty(), "a flipped byte at {at} was accepted");
         }
         for len in [0, 7, 8, 40, good.len() - 1] {
             fs::write(&path, &good[..len]).unwrap();
-            assert!(StatCache::<Digest>::load(&path).entries.is_empty(), "a file cut at {len} was accepted");
+            assert!(StatCache::<Digest>::load(&path).entries().is_empty(), "a file cut at {len} was accepted");
         }
         fs::write(&path, &good).unwrap();
-        assert!(StatCache::<Other>::load(&path).entries.is_empty(), "another namespace's file was read");
+        assert!(StatCache::<Other>::load(&path).entries().is_empty(), "another namespace's file was read");
     }
 
     #[test]

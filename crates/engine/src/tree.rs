@@ -123,7 +123,8 @@ impl<'a> TreeHasher<'a> {
             }
         }
         entries.extend(self.hash(found)?);
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        // Paths are unique but where declared paths overlap, and then the entries are the same.
+        entries.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
         entries.dedup_by(|a, b| a.path == b.path);
         Ok(entries)
     }
@@ -132,7 +133,7 @@ impl<'a> TreeHasher<'a> {
     fn hash(&self, found: Vec<Found>) -> Result<Vec<FileEntry>> {
         let (cached, clock) = {
             let stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
-            let cached: Vec<Option<Digest>> = found.iter().map(|f| stat.get(&f.rel, &f.stat)).collect();
+            let cached: Vec<Option<Digest>> = found.par_iter().map(|f| stat.get(&f.rel, &f.stat)).collect();
             // The clock costs a file write: read it only when something will be hashed.
             let clock = match cached.iter().any(Option::is_none) {
                 true => Some(stat.clock().context("cannot read the filesystem clock under .slipway")?),
@@ -146,8 +147,8 @@ impl<'a> TreeHasher<'a> {
             .into_par_iter()
             .zip(cached)
             .map(|(f, cached)| match cached {
-                Some(digest) => Ok((f.entry(digest), None)),
-                None => self.hash_one(&f).map(|d| (f.entry(d), Some(f.stat))),
+                Some(digest) => Ok((f.into_entry(digest), None)),
+                None => self.hash_one(&f).map(|d| (f.stat, f.into_entry(d))).map(|(s, e)| (e, Some(s))),
             })
             .collect();
         let mut stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,8 +187,8 @@ impl Found {
         Found { rel, kind, stat: StatKey::of(meta), size }
     }
 
-    fn entry(&self, digest: Digest) -> FileEntry {
-        FileEntry { path: self.rel.clone(), kind: self.kind, size: self.size, digest }
+    fn into_entry(self, digest: Digest) -> FileEntry {
+        FileEntry { path: self.rel, kind: self.kind, size: self.size, digest }
     }
 }
 

@@ -102,22 +102,27 @@ impl IgnoreFiles {
     }
 
     /// The matchers that apply to entries of `dir`: its own ignore files' and those of every
-    /// directory above it up to the root, deepest first.
-    fn chain(&self, dir: &Path) -> Result<Vec<std::sync::Arc<Gitignore>>> {
+    /// directory above it up to the root, deepest first, each with the length of its
+    /// directory's path relative to the root, `/` included (0 for the root itself).
+    fn chain(&self, dir: &Path) -> Result<Vec<(std::sync::Arc<Gitignore>, usize)>> {
         let mut chain = Vec::new();
         let mut at = Some(dir);
         while let Some(d) = at.filter(|d| d.starts_with(&self.root)) {
-            chain.extend(self.of(d)?);
+            if let Some(matcher) = self.of(d)? {
+                let prefix = relative_utf8(&self.root, d)?;
+                chain.push((matcher, if prefix.is_empty() || prefix == "." { 0 } else { prefix.len() + 1 }));
+            }
             at = d.parent();
         }
         Ok(chain)
     }
 }
 
-/// Whether `chain` (deepest first) ignores `abs`: the deepest matcher with an opinion decides.
-fn verdict(chain: &[std::sync::Arc<Gitignore>], abs: &Path, is_dir: bool) -> bool {
-    for m in chain {
-        let verdict = m.matched(abs, is_dir);
+/// Whether `chain` (deepest first) ignores `rel`, a path relative to the root: the deepest
+/// matcher with an opinion decides, given the path relative to its own directory.
+fn verdict(chain: &[(std::sync::Arc<Gitignore>, usize)], rel: &str, is_dir: bool) -> bool {
+    for (m, prefix) in chain {
+        let verdict = m.matched(Path::new(rel.get(*prefix..).unwrap_or(rel)), is_dir);
         if verdict.is_ignore() {
             return true;
         }
@@ -180,12 +185,11 @@ fn read_admitted(
         if filter.ignore.is_match(&rel) || filter.excludes(&rel) {
             continue;
         }
-        let path = entry.path();
-        if verdict(&chain, &path, kind.is_dir()) {
+        if verdict(&chain, &rel, kind.is_dir()) {
             continue;
         }
         if kind.is_dir() {
-            subdirs.push((path, rel));
+            subdirs.push((entry.path(), rel));
         } else {
             let meta = entry.metadata().with_context(|| format!("cannot stat `{rel}`"))?;
             found.push(Walked { rel, meta });

@@ -52,7 +52,7 @@ impl Workspace {
         let root = root.to_path_buf();
         let state = root.join(STATE_DIR);
         Workspace {
-            stat: Mutex::new(StatCache::load(&state.join(STAT_CACHE_FILE))),
+            stat: Mutex::new(StatCache::load_in_background(&state.join(STAT_CACHE_FILE))),
             store: Box::new(LocalStore::new(state.join("cache"))),
             root,
             program: None,
@@ -73,7 +73,7 @@ impl Workspace {
     /// are found and hashed there, and commands marked to run there do.
     pub fn with_program_root(mut self, program_root: &Path) -> Workspace {
         if program_root != self.root {
-            let cache = StatCache::load(&self.state_path(PROGRAM_STAT_CACHE_FILE));
+            let cache = StatCache::load_in_background(&self.state_path(PROGRAM_STAT_CACHE_FILE));
             self.program = Some((program_root.to_path_buf(), Mutex::new(cache)));
         }
         self
