@@ -217,13 +217,21 @@ pub struct StageStatus {
 
 /// The status of every stage of `pipeline`, in order, running nothing.
 pub fn status(pipeline: &Pipeline, ws: &Workspace, no_cache: bool) -> Result<Vec<StageStatus>> {
-    let mut known: BTreeMap<String, Digest> = BTreeMap::new();
-    let mut out = Vec::new();
-    for stage in pipeline.stages() {
-        let freshness = stage_status(pipeline, stage, ws, &mut known, no_cache)
-            .with_context(|| format!("cannot plan stage `{}`", stage.name))?;
-        out.push(StageStatus { stage: stage.name.clone(), freshness });
-    }
+    let all = distinct(pipeline.stages().iter().flat_map(|s| probes(s, ws)).collect());
+    // Every stage's probes at once, as a run starts them; nothing changes the tree meanwhile.
+    let out = std::thread::scope(|scope| {
+        for (argv, env) in all {
+            scope.spawn(move || drop(ws.probe(&argv, &env)));
+        }
+        let mut known: BTreeMap<String, Digest> = BTreeMap::new();
+        let mut out = Vec::new();
+        for stage in pipeline.stages() {
+            let freshness = stage_status(pipeline, stage, ws, &mut known, no_cache)
+                .with_context(|| format!("cannot plan stage `{}`", stage.name))?;
+            out.push(StageStatus { stage: stage.name.clone(), freshness });
+        }
+        anyhow::Ok(out)
+    })?;
     ws.save_stat_cache()?;
     Ok(out)
 }

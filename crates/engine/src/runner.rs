@@ -143,7 +143,7 @@ pub async fn run(
     // part of planning, and each stage would otherwise wait for its own after its upstream. An
     // answer is forgotten as soon as any stage runs or restores (`Workspace::forget_probes`), so
     // no stage is keyed on what a tool printed before an earlier stage changed it.
-    let prefetched = ws.prefetch_probes(pipeline.stages().iter().flat_map(|s| crate::plan::probes(s, &ws)).collect());
+    ws.prefetch_probes(pipeline.stages().iter().flat_map(|s| crate::plan::probes(s, &ws)).collect());
     let shared = Arc::new(pipeline.clone());
     let mut done: BTreeMap<String, watch::Receiver<Done>> = BTreeMap::new();
     let mut tasks = Vec::new();
@@ -173,9 +173,6 @@ pub async fn run(
     }
     if let Err(e) = ws.save_stat_cache() {
         reporter.warn(&format!("{e:#}"));
-    }
-    for probe in prefetched {
-        let _ = probe.join();
     }
     reporter.finished(&summary);
     summary
@@ -346,6 +343,8 @@ fn try_execute(
         Err(_) if stage.keep_failed_outputs => stash.settle(ws, &stage.name, &known),
         Err(_) => stash.put_back(&stage.outputs).map(|()| Vec::new()),
     };
+    // Settling moved files too; a probe asked meanwhile may have seen them half done.
+    ws.forget_probes();
     for line in settled.context("cannot put the previous outputs back")? {
         reporter.warn(&format!("{}: {line}", stage.name));
     }
@@ -386,7 +385,10 @@ fn reuse(
     }
     let known = ws.last_record(&stage.name).map(|r| r.outputs).unwrap_or_default();
     ws.forget_probes();
-    for line in restore_outputs(ws, &stage.name, &stage.outputs, &record.outputs, &known)? {
+    let restored = restore_outputs(ws, &stage.name, &stage.outputs, &record.outputs, &known);
+    // Before and after: a probe asked while the files moved may have seen them half done.
+    ws.forget_probes();
+    for line in restored? {
         // Restoring never deletes a file Slipway did not write; say where it went.
         reporter.warn(&format!("{}: {line}", stage.name));
     }

@@ -94,7 +94,7 @@ impl StepStore for LocalStore {
 
     fn put_record(&self, record: &StageRecord) -> Result<()> {
         let path = self.record_path(&record.stage, &record.fingerprint);
-        // Compact: every `status` reads its record whole, and a record is mostly its manifests.
+        // Compact: `status` and every run read a stage's record whole, and it is mostly manifests.
         let json = serde_json::to_vec(record)?;
         write_atomic(&path, &json).with_context(|| format!("cannot write {}", path.display()))
     }

@@ -113,18 +113,21 @@ impl<'a> TreeHasher<'a> {
     /// The manifest of `paths` (files or directories relative to the root), sorted by path. A
     /// declared path that does not exist is recorded as [`EntryKind::Missing`].
     pub fn manifest(&self, paths: &[String], filter: &Filter<'_>) -> Result<Vec<FileEntry>> {
-        let ignores = IgnoreFiles::new(self.root);
+        // Absolute, so that no path relative to the root can look like an ignore file's own
+        // directory (see `walk::verdict`).
+        let root = std::path::absolute(self.root).with_context(|| format!("cannot resolve {}", self.root.display()))?;
+        let ignores = IgnoreFiles::new(&root);
         let mut found = Vec::new();
         let mut entries = Vec::new();
         for p in paths {
-            match walk(self.root, p, filter, &ignores)? {
+            match walk(&root, p, filter, &ignores)? {
                 None => entries.push(missing(p)),
                 Some(files) => found.extend(files.into_iter().map(|w| Found::new(w.rel, &w.meta))),
             }
         }
         entries.extend(self.hash(found)?);
-        // Paths are unique but where declared paths overlap, and then the entries are the same.
-        entries.par_sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        // Stable: where declared paths overlap, the entry of the first one declared is kept.
+        entries.par_sort_by(|a, b| a.path.cmp(&b.path));
         entries.dedup_by(|a, b| a.path == b.path);
         Ok(entries)
     }
@@ -133,7 +136,13 @@ impl<'a> TreeHasher<'a> {
     fn hash(&self, found: Vec<Found>) -> Result<Vec<FileEntry>> {
         let (cached, clock) = {
             let stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
-            let cached: Vec<Option<Digest>> = found.par_iter().map(|f| stat.get(&f.rel, &f.stat)).collect();
+            let lookup = |f: &Found| stat.get(&f.rel, &f.stat);
+            // In parallel while the lock is held, but never from inside the pool: a worker that
+            // waited here could take up a job that wants this same lock.
+            let cached: Vec<Option<Digest>> = match rayon::current_thread_index() {
+                None => found.par_iter().map(lookup).collect(),
+                Some(_) => found.iter().map(lookup).collect(),
+            };
             // The clock costs a file write: read it only when something will be hashed.
             let clock = match cached.iter().any(Option::is_none) {
                 true => Some(stat.clock().context("cannot read the filesystem clock under .slipway")?),
@@ -223,4 +232,33 @@ fn hash_with(reader: &mut impl Read, buf: &mut [u8], progress: &(dyn Fn(u64) + S
         progress(n as u64);
     }
     Ok(Digest(*hasher.finalize().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A root given relative to the working directory walks as the same root given absolute:
+    /// `src/.gitignore`'s anchored `/main.rs` is `src/main.rs`, never `src/src/main.rs`.
+    #[test]
+    fn a_relative_root_sees_ignore_files_as_an_absolute_one_does() {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, text) in [("src/.gitignore", "/main.rs\n"), ("src/main.rs", ""), ("src/src/main.rs", "")] {
+            let path = dir.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        }
+        let cwd = std::env::current_dir().unwrap();
+        let up: std::path::PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+        let relative = up.join(dir.path().strip_prefix("/").unwrap());
+        assert!(relative.is_relative() && relative.join("src/main.rs").is_file());
+        let ignore = Ignore::new(&["target"]).unwrap();
+        let stat = Mutex::new(StatCache::load(&dir.path().join("stat.bin")));
+        for root in [dir.path(), relative.as_path()] {
+            let hasher = TreeHasher::new(root, &stat, &|_| {});
+            let files = hasher.manifest(&["src".to_string()], &Filter::new(&ignore)).unwrap();
+            let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+            assert_eq!(paths, ["src/.gitignore", "src/src/main.rs"], "root {}", root.display());
+        }
+    }
 }

@@ -119,7 +119,9 @@ impl IgnoreFiles {
 }
 
 /// Whether `chain` (deepest first) ignores `rel`, a path relative to the root: the deepest
-/// matcher with an opinion decides, given the path relative to its own directory.
+/// matcher with an opinion decides, given the path relative to its own directory. The root
+/// must be absolute: a matcher strips its own directory from a path that starts with it, and a
+/// relative one (`src`) would take `src/src/main.rs` for `main.rs`.
 fn verdict(chain: &[(std::sync::Arc<Gitignore>, usize)], rel: &str, is_dir: bool) -> bool {
     for (m, prefix) in chain {
         let verdict = m.matched(Path::new(rel.get(*prefix..).unwrap_or(rel)), is_dir);
@@ -135,6 +137,7 @@ fn verdict(chain: &[(std::sync::Arc<Gitignore>, usize)], rel: &str, is_dir: bool
 
 /// Every file under the declared path `rel` (or `rel` itself if it is a file), not following
 /// links. `None` if `rel` does not exist.
+/// `root` must be absolute.
 pub fn walk(root: &Path, rel: &str, filter: &Filter<'_>, ignores: &IgnoreFiles) -> Result<Option<Vec<Walked>>> {
     let top = root.join(rel);
     let meta = match fs::symlink_metadata(&top) {

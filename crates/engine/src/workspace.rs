@@ -174,14 +174,18 @@ impl Workspace {
     /// Answers are shared until [`Workspace::forget_probes`]: a caller that asks while the same
     /// probe runs waits for that run instead of starting another.
     pub fn probe(&self, argv: &[String], env: &BTreeMap<String, String>) -> Result<(String, bool)> {
-        let cell = self
-            .tools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((argv.to_vec(), env.clone()))
-            .or_default()
-            .clone();
-        cell.get_or_init(|| self.run_probe(argv, env).map_err(|e| format!("{e:#}"))).clone().map_err(anyhow::Error::msg)
+        let key = (argv.to_vec(), env.clone());
+        let cell = self.tools.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
+        let answer = cell.get_or_init(|| self.run_probe(argv, env).map_err(|e| format!("{e:#}"))).clone();
+        if answer.is_err() {
+            // Failing to start may pass (a binary being written, no process slots left): the
+            // next caller tries again rather than inherit this failure.
+            let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+            if tools.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                tools.remove(&key);
+            }
+        }
+        answer.map_err(anyhow::Error::msg)
     }
 
     /// Something is about to change the tree (a stage runs, or its outputs are restored), and
@@ -192,16 +196,14 @@ impl Workspace {
     }
 
     /// Starts each of `probes` on a thread of its own, so that the stages that ask for them
-    /// later find the answers ready or on their way. Returns the threads, to join before the run
-    /// ends.
-    pub fn prefetch_probes(self: &Arc<Self>, probes: Vec<Probed>) -> Vec<std::thread::JoinHandle<()>> {
-        crate::plan::distinct(probes)
-            .into_iter()
-            .map(|(argv, env)| {
-                let ws = self.clone();
-                std::thread::spawn(move || drop(ws.probe(&argv, &env)))
-            })
-            .collect()
+    /// later find the answers ready or on their way. Nobody waits for these threads: a probe
+    /// of a stage that never gets to run (its upstream failed) must not hold up the run's end.
+    pub fn prefetch_probes(self: &Arc<Self>, probes: Vec<Probed>) {
+        for (argv, env) in crate::plan::distinct(probes) {
+            let ws = self.clone();
+            // A thread that cannot start only means the stage probes when it gets there.
+            let _ = std::thread::Builder::new().name("probe".into()).spawn(move || drop(ws.probe(&argv, &env)));
+        }
     }
 
     fn run_probe(&self, argv: &[String], env: &BTreeMap<String, String>) -> Result<(String, bool)> {
