@@ -67,11 +67,20 @@ pub fn resolve(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Resolved> {
     // Every probe starts now, beside the hashing below; each is read where its input comes.
+    with_probes_started(ws, probes(stage, ws), || resolve_inputs(pipeline, stage, ws, upstream, progress))
+}
+
+/// Runs `f` while each of `probes` runs on a thread of its own beside it, and waits for both.
+fn with_probes_started<T>(
+    ws: &Workspace,
+    probes: Vec<(Vec<String>, BTreeMap<String, String>)>,
+    f: impl FnOnce() -> T,
+) -> T {
     std::thread::scope(|scope| {
-        for (argv, env) in distinct(probes(stage, ws)) {
+        for (argv, env) in distinct(probes) {
             scope.spawn(move || drop(ws.probe(&argv, &env)));
         }
-        resolve_inputs(pipeline, stage, ws, upstream, progress)
+        f()
     })
 }
 
@@ -217,12 +226,9 @@ pub struct StageStatus {
 
 /// The status of every stage of `pipeline`, in order, running nothing.
 pub fn status(pipeline: &Pipeline, ws: &Workspace, no_cache: bool) -> Result<Vec<StageStatus>> {
-    let all = distinct(pipeline.stages().iter().flat_map(|s| probes(s, ws)).collect());
+    let all = pipeline.stages().iter().flat_map(|s| probes(s, ws)).collect();
     // Every stage's probes at once, as a run starts them; nothing changes the tree meanwhile.
-    let out = std::thread::scope(|scope| {
-        for (argv, env) in all {
-            scope.spawn(move || drop(ws.probe(&argv, &env)));
-        }
+    let out = with_probes_started(ws, all, || {
         let mut known: BTreeMap<String, Digest> = BTreeMap::new();
         let mut out = Vec::new();
         for stage in pipeline.stages() {
