@@ -81,7 +81,9 @@ pub(crate) fn deployer_on(target: TargetKind, root: &Path, port: u16, said: Arc<
     let remote: Arc<dyn Remote> = Arc::new(DirRemote::new(root.join("remote")));
     let canary = CanaryConfig {
         steps: vec![Step::new(20, 3.0), Step::new(50, 3.0)],
-        analysis: Thresholds { p99_slack_ms: 25.0, min_requests: 20, ..Thresholds::default() },
+        // The slack absorbs a loaded machine's p99 spikes (41 ms against a stable 9 ms was seen
+        // under the test suite); the slow fault adds 50 ms to every request, still well past it.
+        analysis: Thresholds { p99_slack_ms: 40.0, min_requests: 20, ..Thresholds::default() },
         ..CanaryConfig::default()
     };
     let env = EnvConfig {
