@@ -94,7 +94,9 @@ pub fn load(search: &RuntimeSearch) -> Result<&'static Runtime, ModelError> {
     let path = search.find()?;
     let load_err = |detail: String| ModelError::RuntimeLoad { path: path.clone(), detail };
     let builder = ort::init_from(&path).map_err(|e| load_err(e.to_string()))?;
-    let env = builder.with_name("slipway").build().map_err(|e| load_err(e.to_string()))?;
+    // ONNX Runtime's telemetry is on unless turned off: a pipeline sends nothing about its
+    // models or its machine to anyone.
+    let env = builder.with_name("slipway").with_telemetry(false).build().map_err(|e| load_err(e.to_string()))?;
     let version = version_of(&path).unwrap_or_else(|| "unknown".to_string());
     let _ = RUNTIME.set(Runtime { env, path: path.clone(), version });
     Ok(RUNTIME.get().expect("set above or by a concurrent caller"))
