@@ -85,15 +85,42 @@ pub struct Dataset {
     pub labels: Vec<String>,
 }
 
-impl Dataset {
-    /// Reads `path` for a model taking `kind`: the text and label columns for a text model;
-    /// numeric feature columns and the label column for a features model.
-    pub fn read(path: &Path, kind: &model::InputKind, columns: &Columns) -> Result<Dataset, DataError> {
+/// A CSV file read whole, before it is known which of its columns a model reads: validation
+/// reads it while ONNX Runtime loads the model. A record that cannot be read ends the records;
+/// [`Table::dataset`] reports it where reading row by row would have.
+pub struct Table {
+    name: String,
+    header: Vec<String>,
+    records: Vec<csv::StringRecord>,
+    broken: Option<String>,
+}
+
+impl Table {
+    /// Reads the header and every record of `path`.
+    pub fn read(path: &Path) -> Result<Table, DataError> {
         let name = path.display().to_string();
         let unreadable = |detail: String| DataError::Unreadable { path: name.clone(), detail };
         let mut reader = csv::ReaderBuilder::new().from_path(path).map_err(|e| unreadable(e.to_string()))?;
         let header: Vec<String> =
             reader.headers().map_err(|e| unreadable(e.to_string()))?.iter().map(str::to_string).collect();
+        let (mut records, mut broken) = (Vec::new(), None);
+        for record in reader.records() {
+            match record {
+                Ok(record) => records.push(record),
+                Err(e) => {
+                    broken = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        Ok(Table { name, header, records, broken })
+    }
+
+    /// The rows for a model taking `kind`: the text and label columns for a text model; numeric
+    /// feature columns and the label column for a features model.
+    pub fn dataset(self, kind: &model::InputKind, columns: &Columns) -> Result<Dataset, DataError> {
+        let Table { name, header, records, broken } = self;
+        let unreadable = |detail: String| DataError::Unreadable { path: name.clone(), detail };
         let missing = |column: &str| DataError::MissingColumn {
             path: name.clone(),
             column: column.to_string(),
@@ -112,14 +139,16 @@ impl Dataset {
         let mut labels = Vec::new();
         let mut texts = Vec::new();
         let mut rows = Vec::new();
-        for record in reader.records() {
-            let record = record.map_err(|e| unreadable(e.to_string()))?;
+        for record in &records {
             let line = record.position().map_or(0, |p| p.line());
             labels.push(record.get(label_col).unwrap_or_default().to_string());
             match text_col {
                 Some(t) => texts.push(record.get(t).unwrap_or_default().to_string()),
-                None => rows.push(parse_row(&record, &feature_cols, &header, &name, line)?),
+                None => rows.push(parse_row(record, &feature_cols, &header, &name, line)?),
             }
+        }
+        if let Some(detail) = broken {
+            return Err(unreadable(detail));
         }
         if labels.is_empty() {
             return Err(DataError::Empty { path: name });
@@ -129,6 +158,13 @@ impl Dataset {
             None => Inputs::Features { columns: feature_cols.iter().map(|i| header[*i].clone()).collect(), rows },
         };
         Ok(Dataset { inputs, labels })
+    }
+}
+
+impl Dataset {
+    /// Reads `path` for a model taking `kind` (see [`Table::dataset`]).
+    pub fn read(path: &Path, kind: &model::InputKind, columns: &Columns) -> Result<Dataset, DataError> {
+        Table::read(path)?.dataset(kind, columns)
     }
 
     /// Rows in the dataset.

@@ -120,7 +120,8 @@ pub struct ValidationReport {
     pub classification: Option<Classification>,
     /// Single-row latency statistics.
     pub latency: Option<Latency>,
-    /// Rows per second when predicting the holdout in batches.
+    /// Rows per second when predicting the holdout: every row over the time spent predicting
+    /// them (the batches on every session, and the single rows the latency check times).
     pub throughput_rows_per_s: Option<f64>,
     /// Against production, when a production model is known.
     pub regression: Option<Regression>,

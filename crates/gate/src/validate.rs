@@ -5,12 +5,13 @@
 //! validation that could not run still produces a report saying why.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use model::{Model, RuntimeSearch};
 
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, Table};
 use crate::metrics::{Latency, classify};
 use crate::report::{Artifact, Machine, REPORT_SCHEMA, Regression, RuntimeInfo, Thresholds, ValidationReport};
 
@@ -40,8 +41,8 @@ pub struct ValidateOptions {
     /// tensor per session, and validation's peak memory was 220 MiB against 57 MiB at 16.
     pub chunk: usize,
     /// ONNX Runtime sessions, one per thread, that predict the holdout: each thread takes the
-    /// next chunk of rows when it has finished one. Single-row latency is timed afterwards on one
-    /// session alone.
+    /// next chunk of rows when it has finished one. The first thread times the single rows
+    /// before it takes chunks, on a session of its own while the others predict.
     /// [`MAX_SESSIONS`] at most by default: each session holds its own copy of the model.
     pub sessions: usize,
 }
@@ -113,26 +114,61 @@ fn judge(opts: &ValidateOptions, report: &mut ValidationReport) -> Result<(), St
         Some(help) => format!("{e} (help: {help})"),
         None => e.to_string(),
     };
-    let runtime = model::load_runtime(&opts.runtime).map_err(|e| fail(report, "model_loads", with_help(e)))?;
-    report.onnxruntime =
-        Some(RuntimeInfo { version: runtime.version().into(), library: runtime.path().display().to_string() });
-    let model =
-        Model::load(runtime, &opts.model_path, opts.sessions).map_err(|e| fail(report, "model_loads", with_help(e)))?;
-    report.checks.insert("model_loads".into(), true);
-    let data = Dataset::read(&opts.data_path, &model.signature().kind, &opts.columns)
-        .map_err(|e| fail(report, "data_loads", e.to_string()))?;
+    // The holdout is read while ONNX Runtime loads the model; which of its columns count is
+    // known only once the model's signature is.
+    let (runtime, model, data) = std::thread::scope(|scope| {
+        let read = || Table::read(&opts.data_path);
+        let reading = std::thread::Builder::new().name("read-holdout".into()).spawn_scoped(scope, read);
+        let runtime = model::load_runtime(&opts.runtime).map_err(|e| fail(report, "model_loads", with_help(e)))?;
+        report.onnxruntime =
+            Some(RuntimeInfo { version: runtime.version().into(), library: runtime.path().display().to_string() });
+        let model = Model::load(runtime, &opts.model_path, opts.sessions)
+            .map_err(|e| fail(report, "model_loads", with_help(e)))?;
+        report.checks.insert("model_loads".into(), true);
+        let table = match reading {
+            Ok(thread) => thread.join().unwrap_or_else(|_| Table::read(&opts.data_path)),
+            Err(_) => Table::read(&opts.data_path),
+        };
+        let data = table
+            .and_then(|t| t.dataset(&model.signature().kind, &opts.columns))
+            .map_err(|e| fail(report, "data_loads", e.to_string()))?;
+        Ok::<_, String>((runtime, model, data))
+    })?;
     report.checks.insert("data_loads".into(), true);
     report.rows = data.len();
 
+    // The rows the latency check times are predicted there, one at a time, and their answers
+    // count like any other: every row is predicted exactly once. The first prediction thread
+    // times them before it takes chunks, on a core of its own while the others predict chunks.
+    let timed_rows = latency_rows(data.len(), opts.latency_samples.max(100));
+    let chunks = untimed_chunks(data.len(), opts.chunk, &timed_rows);
+    let timed = std::sync::Mutex::new(None);
+    let time_them = || *timed.lock().unwrap_or_else(|e| e.into_inner()) = Some(time_rows(&model, &data, &timed_rows));
     let start = Instant::now();
-    let predicted = predict_all(&model, &data, opts.chunk).map_err(|e| fail(report, "model_predicts", with_help(e)))?;
-    report.throughput_rows_per_s = Some(data.len() as f64 / start.elapsed().as_secs_f64().max(1e-9));
+    let mut predicted =
+        predict_rows(&model, &data, &chunks, &time_them).map_err(|e| fail(report, "model_predicts", with_help(e)))?;
+    let elapsed = start.elapsed();
+    let timed = timed.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_default();
+    judge_latency(report, &timed);
+    for (row, label) in timed.answers {
+        predicted[row] = Some(label);
+    }
+    // Rows whose timed prediction failed are predicted again, untimed: accuracy still counts them.
+    let predicted: Vec<String> = predicted
+        .into_iter()
+        .enumerate()
+        .map(|(row, label)| match label {
+            Some(label) => Ok(label),
+            None => model.predict(data.batch(row..row + 1)).map(|p| p.labels.into_iter().next().unwrap_or_default()),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(report, "model_predicts", with_help(e)))?;
+    report.throughput_rows_per_s = Some(data.len() as f64 / elapsed.as_secs_f64().max(1e-9));
     report.checks.insert("model_predicts".into(), true);
 
     let classification = classify(&data.labels, &predicted);
     check_accuracy_and_recall(report, &classification, &data.labels);
     report.classification = Some(classification);
-    check_latency(report, &model, &data, opts.latency_samples.max(100));
     if let Some(prod) = &opts.production_model {
         check_regression(report, runtime, prod, &data, opts.chunk, opts.sessions);
     }
@@ -148,32 +184,85 @@ fn fail(report: &mut ValidationReport, check: &str, message: String) -> String {
 /// the next chunk as soon as it has finished one, so a run of long texts never leaves a core
 /// idle at the end, as fixed halves did. Labels come back in row order.
 fn predict_all(model: &Model, data: &Dataset, chunk: usize) -> Result<Vec<String>, model::ModelError> {
-    in_chunks(data.len(), chunk, model.sessions(), &|rows| Ok(model.predict(data.batch(rows))?.labels))
+    let labels = predict_rows(model, data, &untimed_chunks(data.len(), chunk, &[]), &|| {})?;
+    Ok(labels.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// The label of every row of `chunks`, on one thread per session, the first of which runs
+/// `first` before it takes chunks; `None` for rows outside them.
+fn predict_rows(
+    model: &Model,
+    data: &Dataset,
+    chunks: &[Range<usize>],
+    first: &(dyn Fn() + Sync),
+) -> Result<Vec<Option<String>>, model::ModelError> {
+    let predict = |rows| Ok(model.predict(data.batch(rows))?.labels);
+    let batched = in_chunks(chunks, model.sessions(), first, &predict)?;
+    let mut labels = vec![None; data.len()];
+    for (row, label) in chunks.iter().cloned().flatten().zip(batched) {
+        labels[row] = Some(label);
+    }
+    Ok(labels)
+}
+
+/// The rows the latency check times: `samples` of them spread over the whole holdout,
+/// deterministically (a row may come twice in a holdout smaller than `samples`).
+fn latency_rows(n: usize, samples: usize) -> Vec<usize> {
+    match n {
+        0 => Vec::new(),
+        n => (0..samples).map(|i| (i * 7919) % n).collect(),
+    }
+}
+
+/// `0..n` without the rows of `timed`, in ranges of at most `chunk` rows.
+fn untimed_chunks(n: usize, chunk: usize, timed: &[usize]) -> Vec<Range<usize>> {
+    let chunk = chunk.max(1);
+    let mut skip = vec![false; n];
+    for &row in timed {
+        skip[row] = true;
+    }
+    let mut chunks = Vec::new();
+    let mut row = 0;
+    while row < n {
+        if skip[row] {
+            row += 1;
+            continue;
+        }
+        let start = row;
+        while row < n && !skip[row] && row - start < chunk {
+            row += 1;
+        }
+        chunks.push(start..row);
+    }
+    chunks
 }
 
 /// The chunks one thread predicted: each chunk's index and its answers.
 type Done<T> = Vec<(usize, Vec<T>)>;
 
-/// Runs `predict` over `0..n` in chunks of `chunk` on `workers` threads that each take the next
-/// chunk when they finish one; the results in order. Stops at the first error.
+/// Runs `predict` over each of `chunks` on `workers` threads (at least one) that each take the
+/// next chunk when they finish one; the first thread runs `first` before it starts. The results
+/// in order. Stops at the first error.
 fn in_chunks<T: Send>(
-    n: usize,
-    chunk: usize,
+    chunks: &[Range<usize>],
     workers: usize,
-    predict: &(dyn Fn(std::ops::Range<usize>) -> Result<Vec<T>, model::ModelError> + Sync),
+    first: &(dyn Fn() + Sync),
+    predict: &(dyn Fn(Range<usize>) -> Result<Vec<T>, model::ModelError> + Sync),
 ) -> Result<Vec<T>, model::ModelError> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-    let chunk = chunk.max(1);
-    let chunks = n.div_ceil(chunk);
-    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
-    let work = || {
+    let (next, count) = (AtomicUsize::new(0), chunks.len());
+    let failed = AtomicBool::new(false);
+    let work = |worker: usize| {
+        if worker == 0 {
+            first();
+        }
         let mut done = Vec::new();
         while !failed.load(Relaxed) {
             let i = next.fetch_add(1, Relaxed);
-            if i >= chunks {
+            if i >= count {
                 break;
             }
-            match predict(i * chunk..((i + 1) * chunk).min(n)) {
+            match predict(chunks[i].clone()) {
                 Ok(out) => done.push((i, out)),
                 Err(e) => {
                     failed.store(true, Relaxed);
@@ -184,7 +273,7 @@ fn in_chunks<T: Send>(
         Ok(done)
     };
     let per_worker: Vec<Result<Done<T>, model::ModelError>> = std::thread::scope(|scope| {
-        let running: Vec<_> = (0..workers.clamp(1, chunks.max(1))).map(|_| scope.spawn(work)).collect();
+        let running: Vec<_> = (0..workers.clamp(1, count.max(1))).map(|w| scope.spawn(move || work(w))).collect();
         running
             .into_iter()
             .map(|h| {
@@ -194,7 +283,7 @@ fn in_chunks<T: Send>(
             })
             .collect()
     });
-    let mut parts = Vec::with_capacity(chunks);
+    let mut parts = Vec::with_capacity(count);
     for done in per_worker {
         parts.extend(done?);
     }
@@ -230,24 +319,43 @@ fn check_accuracy_and_recall(report: &mut ValidationReport, c: &crate::metrics::
     }
 }
 
-fn check_latency(report: &mut ValidationReport, model: &Model, data: &Dataset, samples: usize) {
-    let n = data.len();
-    for i in 0..5.min(n) {
+/// What the single-row loop saw: each timed row's answer and time, up to the row whose
+/// prediction failed, if one did.
+#[derive(Default)]
+struct Timed {
+    answers: Vec<(usize, String)>,
+    times_ms: Vec<f64>,
+    failed: Option<usize>,
+}
+
+/// Times a single-row prediction of each of `rows`, after five untimed ones.
+fn time_rows(model: &Model, data: &Dataset, rows: &[usize]) -> Timed {
+    for i in 0..5.min(data.len()) {
         let _ = model.predict(data.batch(i..i + 1));
     }
-    let mut times = Vec::with_capacity(samples);
-    for i in 0..samples {
-        // Spread the timed rows over the whole holdout, deterministically.
-        let row = (i * 7919) % n;
+    let mut timed = Timed { times_ms: Vec::with_capacity(rows.len()), ..Timed::default() };
+    for &row in rows {
         let start = Instant::now();
-        if model.predict(data.batch(row..row + 1)).is_err() {
-            report.checks.insert("latency_acceptable".into(), false);
-            report.errors.push(format!("a single-row prediction failed (row {row}); latency not measured"));
-            return;
-        }
-        times.push(start.elapsed().as_secs_f64() * 1000.0);
+        let Ok(prediction) = model.predict(data.batch(row..row + 1)) else {
+            timed.failed = Some(row);
+            break;
+        };
+        timed.times_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        timed.answers.extend(prediction.labels.into_iter().next().map(|label| (row, label)));
     }
-    let latency = Latency::of(&times);
+    timed
+}
+
+/// The latency check, from what the single-row loop saw. A loop that timed nothing fails it.
+fn judge_latency(report: &mut ValidationReport, timed: &Timed) {
+    let times = &timed.times_ms;
+    if timed.failed.is_some() || times.is_empty() {
+        report.checks.insert("latency_acceptable".into(), false);
+        let row = timed.failed.map_or_else(|| "none was timed".to_string(), |row| format!("row {row}"));
+        report.errors.push(format!("a single-row prediction failed ({row}); latency not measured"));
+        return;
+    }
+    let latency = Latency::of(times);
     report.latency_p50_ms = latency.p50_ms;
     report.latency_p99_ms = latency.p99_ms;
     let ok = latency.p99_ms <= report.thresholds.max_latency_ms;
@@ -336,32 +444,61 @@ pub fn artifact(path: &Path) -> Artifact {
 
 #[cfg(test)]
 mod tests {
-    use super::in_chunks;
+    use super::{in_chunks, latency_rows, untimed_chunks};
 
     #[test]
     fn every_row_is_predicted_once_and_answers_come_back_in_order() {
         for n in [0, 1, 7, 255, 256, 257, 1000, 10_201] {
             for chunk in [0, 1, 3, 16, 256] {
-                for workers in [0, 1, 2, 3, 8] {
-                    let calls = std::sync::Mutex::new(Vec::new());
-                    let got = in_chunks(n, chunk, workers, &|rows| {
-                        assert!(!rows.is_empty() && rows.len() <= chunk.max(1), "{rows:?}");
-                        calls.lock().unwrap().push(rows.clone());
-                        Ok(rows.collect())
-                    })
-                    .unwrap();
-                    assert_eq!(got, (0..n).collect::<Vec<_>>(), "{n} {chunk} {workers}");
-                    let mut calls = calls.into_inner().unwrap();
-                    calls.sort_by_key(|r| r.start);
-                    assert!(calls.windows(2).all(|w| w[0].end == w[1].start), "disjoint and complete");
+                for samples in [0, 100, 200] {
+                    let timed = latency_rows(n, samples);
+                    let chunks = untimed_chunks(n, chunk, &timed);
+                    for workers in [0, 1, 2, 3, 8] {
+                        let calls = std::sync::Mutex::new(Vec::new());
+                        let got = in_chunks(&chunks, workers, &|| {}, &|rows| {
+                            assert!(!rows.is_empty() && rows.len() <= chunk.max(1), "{rows:?}");
+                            calls.lock().unwrap().push(rows.clone());
+                            Ok(rows.collect())
+                        })
+                        .unwrap();
+                        // Every row either in one chunk, in order, or timed; none both.
+                        let mut all: Vec<usize> = got.iter().copied().chain(timed.iter().copied()).collect();
+                        all.sort_unstable();
+                        all.dedup();
+                        assert_eq!(all, (0..n).collect::<Vec<_>>(), "{n} {chunk} {samples} {workers}");
+                        assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+                        assert!(got.iter().all(|r| !timed.contains(r)), "a timed row was batched too");
+                        assert_eq!(calls.into_inner().unwrap().len(), chunks.len());
+                    }
                 }
             }
         }
     }
 
     #[test]
+    fn the_first_job_runs_once_whatever_the_chunks() {
+        for (n, workers) in [(0, 1), (0, 4), (10, 1), (1000, 3)] {
+            let runs = std::sync::atomic::AtomicUsize::new(0);
+            let first = || {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            };
+            let got = in_chunks(&untimed_chunks(n, 16, &[]), workers, &first, &|rows| Ok(rows.collect())).unwrap();
+            assert_eq!((got.len(), runs.into_inner()), (n, 1), "{n} rows on {workers} workers");
+        }
+    }
+
+    #[test]
+    fn timed_rows_are_spread_over_the_holdout() {
+        let rows = latency_rows(10_000, 200);
+        assert_eq!(rows.len(), 200);
+        assert!(rows.iter().any(|r| *r < 1_000) && rows.iter().any(|r| *r > 9_000), "{rows:?}");
+        assert_eq!(latency_rows(3, 100).len(), 100, "a small holdout is timed as often, rows repeated");
+    }
+
+    #[test]
     fn the_first_error_stops_the_run() {
-        let err = in_chunks(1000, 10, 2, &|rows| match rows.start {
+        let chunks = untimed_chunks(1000, 10, &[]);
+        let err = in_chunks(&chunks, 2, &|| {}, &|rows| match rows.start {
             500 => Err(model::ModelError::Inference { detail: "boom".into() }),
             _ => Ok(vec![0u8; rows.len()]),
         })
