@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 
@@ -52,7 +53,7 @@ pub fn closure(root: &Path, packages: &[String]) -> Result<Closure> {
     let members = workspace_members(root)?;
     let linked = linked_dependencies(root, &members)?;
     let text = std::fs::read_to_string(root.join("Cargo.lock")).context("cannot read Cargo.lock")?;
-    let lock: Lock = toml::from_str(&text).context("Cargo.lock is not valid")?;
+    let lock = LOCKS.parse(text).context("Cargo.lock is not valid")?;
     let by_name: BTreeMap<&str, Vec<&LockedPackage>> = lock.package.iter().fold(BTreeMap::new(), |mut m, p| {
         m.entry(p.name.as_str()).or_default().push(p);
         m
@@ -120,7 +121,7 @@ fn find_dependency<'a>(by_name: &BTreeMap<&str, Vec<&'a LockedPackage>>, dep: &s
 /// Workspace members by package name → directory relative to the root. Member patterns may
 /// end in one `*` component (`crates/*`), as cargo's usually do.
 fn workspace_members(root: &Path) -> Result<BTreeMap<String, String>> {
-    let manifest: toml::Table = read_toml(&root.join("Cargo.toml"))?;
+    let manifest = read_toml(&root.join("Cargo.toml"))?;
     let workspace = manifest.get("workspace").and_then(toml::Value::as_table);
     let patterns: Vec<String> = workspace
         .and_then(|w| w.get("members"))
@@ -195,9 +196,47 @@ fn linked_dependencies(root: &Path, members: &BTreeMap<String, String>) -> Resul
     Ok(out)
 }
 
-fn read_toml(path: &Path) -> Result<toml::Table> {
+fn read_toml(path: &Path) -> Result<Arc<toml::Table>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))
+    MANIFESTS.parse(text).with_context(|| format!("{} is not valid TOML", path.display()))
+}
+
+/// The lock files parsed in this process, by text.
+static LOCKS: Parsed<Lock> = Parsed::new();
+/// The manifests parsed in this process, by text.
+static MANIFESTS: Parsed<toml::Table> = Parsed::new();
+
+/// How many texts a [`Parsed`] keeps before it starts over.
+const PARSED_TEXTS: usize = 64;
+
+/// TOML files parsed before, by their exact text. Parsing is a pure function of the text, so an
+/// entry can never be stale: every caller still reads its file afresh, and only a text seen
+/// before skips the parser. Every stage keyed on the pipeline's own code asks for the same
+/// closure; parsing `Cargo.lock` and the manifests once per stage, unoptimised, was a tenth of a
+/// `ci` with nothing to do.
+struct Parsed<T> {
+    by_text: Mutex<BTreeMap<String, Arc<T>>>,
+}
+
+impl<T: serde::de::DeserializeOwned> Parsed<T> {
+    const fn new() -> Parsed<T> {
+        Parsed { by_text: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// `text` parsed, from memory if this exact text was parsed before. Held while parsing, so
+    /// stages that ask at once parse it once; a text that does not parse is not kept.
+    fn parse(&self, text: String) -> Result<Arc<T>, toml::de::Error> {
+        let mut by_text = self.by_text.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(parsed) = by_text.get(&text) {
+            return Ok(Arc::clone(parsed));
+        }
+        let parsed = Arc::new(toml::from_str::<T>(&text)?);
+        if by_text.len() >= PARSED_TEXTS {
+            by_text.clear();
+        }
+        by_text.insert(text, Arc::clone(&parsed));
+        Ok(parsed)
+    }
 }
 
 /// The declared paths of a closure: each member's directory (tests, benches and examples are
@@ -292,6 +331,23 @@ checksum = "cc"
         assert_eq!(c.locked, [format!("itoa 1.0.0 {reg} cc"), format!("serde 1.0.1 {reg} aa")]);
         let b = closure(ws.path(), &["pkg-b".into()]).unwrap();
         assert_eq!(b.members.keys().collect::<Vec<_>>(), ["pkg-b"]);
+    }
+
+    #[test]
+    fn an_edited_lock_or_manifest_is_read_afresh() {
+        let ws = workspace();
+        let reg = "registry+https://github.com/rust-lang/crates.io-index";
+        assert_eq!(closure(ws.path(), &["pkg-b".into()]).unwrap().locked, [format!("itoa 1.0.0 {reg} cc")]);
+        let lock = ws.path().join("Cargo.lock");
+        let text = std::fs::read_to_string(&lock).unwrap();
+        std::fs::write(&lock, text.replace("checksum = \"cc\"", "checksum = \"dd\"")).unwrap();
+        assert_eq!(closure(ws.path(), &["pkg-b".into()]).unwrap().locked, [format!("itoa 1.0.0 {reg} dd")]);
+        // pkg-b no longer links itoa, though the lock still lists it.
+        std::fs::write(ws.path().join("crates/b/Cargo.toml"), "[package]\nname = \"pkg-b\"\n").unwrap();
+        assert!(closure(ws.path(), &["pkg-b".into()]).unwrap().locked.is_empty());
+        std::fs::write(&lock, "[[package]\n").unwrap();
+        let e = closure(ws.path(), &["pkg-b".into()]).unwrap_err();
+        assert_eq!(e.to_string(), "Cargo.lock is not valid");
     }
 
     #[test]

@@ -162,10 +162,15 @@ impl Workspace {
         serde_json::from_slice::<StageRecord>(&bytes).ok().filter(StageRecord::is_current)
     }
 
+    /// Makes `record` the last of its stage. A stage taken from the cache usually finds the very
+    /// record there already (a `ci` with nothing to do); then nothing is written or synced.
     pub(crate) fn set_last_record(&self, record: &StageRecord) -> Result<()> {
         let path = self.state_path(&format!("last/{}.json", record.stage));
-        write_atomic(&path, &serde_json::to_vec_pretty(record)?)
-            .with_context(|| format!("cannot write {}", path.display()))
+        let bytes = serde_json::to_vec(record)?;
+        if std::fs::read(&path).is_ok_and(|there| there == bytes) {
+            return Ok(());
+        }
+        write_atomic(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// What `argv` prints on standard output (trimmed) and whether it succeeded, run in the root

@@ -71,6 +71,26 @@ fn second_run_with_nothing_changed_runs_nothing() {
 }
 
 #[test]
+fn a_cached_stage_rewrites_its_last_record_only_when_it_changes() {
+    use std::os::unix::fs::MetadataExt;
+    let (repo, c) = (repo(), Counted::new());
+    let last = repo.path(".slipway/last/up.json");
+    let inode = || fs::metadata(&last).unwrap().ino();
+    repo.run(&c.pipeline(1));
+    let (first, text) = (inode(), repo.read(".slipway/last/up.json"));
+    repo.run(&c.pipeline(1));
+    assert_eq!(inode(), first, "a run that changed nothing rewrote the last record");
+    repo.write("src/a.txt", "gamma\n");
+    repo.run(&c.pipeline(1));
+    assert_ne!(repo.read(".slipway/last/up.json"), text);
+    // Back to the first sources: taken from the cache, and the last record is the first again.
+    repo.write("src/a.txt", "alpha\n");
+    assert_eq!(repo.run(&c.pipeline(1)).outcomes(), ["up=restored", "down=restored"]);
+    assert_eq!(repo.read(".slipway/last/up.json"), text);
+    assert_eq!(c.runs(), (2, 2));
+}
+
+#[test]
 fn deleted_or_edited_outputs_are_restored_without_running() {
     let (repo, c) = (repo(), Counted::new());
     repo.run(&c.pipeline(1));
