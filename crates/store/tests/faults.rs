@@ -197,7 +197,7 @@ async fn a_server_killed_in_the_middle_of_a_pull_leaves_no_partial_file_and_the_
         assert_eq!(Some(bytes), want.get(rel), "{rel} is partial");
     }
 
-    server.restart();
+    server.restart("flaky");
     let summary = store(clone.path(), &env).pull(&["data.dvc".into()]).await.unwrap();
     assert_eq!(summary.up_to_date + summary.downloaded, 120);
     assert!(summary.up_to_date >= landed.len());

@@ -125,10 +125,28 @@ impl Seaweed {
         }
     }
 
-    /// Starts the server again on the same ports and data.
-    pub fn restart(&mut self) {
+    /// Starts the server again on the same ports and data, and waits until it serves the
+    /// objects of `bucket` again: for a while after a restart SeaweedFS lists them but answers
+    /// 500 to a read, until its volume server has registered with its master again.
+    pub fn restart(&mut self, bucket: &str) {
         self.kill();
         self.launch().unwrap_or_else(|e| panic!("{e}"));
+        std::thread::scope(|s| s.spawn(|| self.wait_readable(bucket)).join().unwrap());
+    }
+
+    fn wait_readable(&self, bucket: &str) {
+        let client = self.client(ACCESS_KEY, SECRET_KEY);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let readable = || async {
+            let listing = client.list_objects_v2().bucket(bucket).max_keys(1).send().await.ok()?;
+            let key = listing.contents().first()?.key()?.to_string();
+            client.get_object().bucket(bucket).key(key).send().await.ok()?.body.collect().await.ok()
+        };
+        while runtime.block_on(readable()).is_none() {
+            assert!(Instant::now() < deadline, "SeaweedFS did not serve {bucket} again within 30 s of a restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Creates `bucket`, retrying while the freshly started server is still settling. Runs on
