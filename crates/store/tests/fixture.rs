@@ -126,7 +126,7 @@ impl Seaweed {
     }
 
     /// Starts the server again on the same ports and data, and waits until it serves the
-    /// objects of `bucket` again: for a while after a restart SeaweedFS lists them but answers
+    /// objects of `bucket` (which must hold one) again: for a while after a restart SeaweedFS lists them but answers
     /// 500 to a read, until its volume server has registered with its master again.
     pub fn restart(&mut self, bucket: &str) {
         self.kill();
