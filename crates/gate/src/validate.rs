@@ -139,7 +139,7 @@ fn judge(opts: &ValidateOptions, report: &mut ValidationReport) -> Result<(), St
 
     // The rows the latency check times are predicted there, one at a time, and their answers
     // count like any other: every row is predicted exactly once. The first prediction thread
-    // times them before it takes chunks, on a core of its own while the others predict chunks.
+    // times them on its own session before it takes chunks, while the others predict chunks.
     let timed_rows = latency_rows(data.len(), opts.latency_samples.max(100));
     let chunks = untimed_chunks(data.len(), opts.chunk, &timed_rows);
     let timed = std::sync::Mutex::new(None);
