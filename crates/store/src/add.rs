@@ -45,9 +45,9 @@ impl Store {
     }
 
     /// The manifest entries of the directory `dir` (relative to the root), hashed through the
-    /// workspace stat cache.
+    /// workspace stat cache, several files at once.
     fn hash_dir(&self, dir: &str) -> Result<Vec<DirEntry>, StoreError> {
-        let mut entries = Vec::new();
+        let mut files = Vec::new();
         for entry in walkdir::WalkDir::new(self.root.join(dir)).sort_by_file_name() {
             let entry = entry.with_context(|| format!("cannot walk {dir}"))?;
             if entry.file_type().is_dir() {
@@ -62,11 +62,15 @@ impl Store {
                 )
                 .into());
             }
-            let md5 = self.hashes.md5(rel_to_root)?.context("a file vanished while it was hashed")?;
-            let relpath = rel_to_root[dir.len() + 1..].to_string();
-            entries.push(DirEntry { relpath, md5 });
+            files.push(rel_to_root.to_string());
         }
-        Ok(entries)
+        let rels: Vec<&str> = files.iter().map(String::as_str).collect();
+        let md5s = self.hashes.md5_many(&rels)?;
+        let entries = files.iter().zip(md5s).map(|(rel_to_root, md5)| {
+            let md5 = md5.with_context(|| format!("{rel_to_root} vanished while it was hashed"))?;
+            Ok(DirEntry { relpath: rel_to_root[dir.len() + 1..].to_string(), md5 })
+        });
+        entries.collect()
     }
 
     /// Uploads the content of the directory `src` as the directory output `expected`, after

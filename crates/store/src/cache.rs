@@ -21,13 +21,12 @@ use crate::remote::copy_hashing;
 #[derive(Clone)]
 pub struct DvcCache {
     dir: PathBuf,
-    tmp: PathBuf,
 }
 
 impl DvcCache {
     /// The cache of the repository at `root`.
     pub fn new(root: &Path) -> DvcCache {
-        DvcCache { dir: root.join(".dvc").join("cache"), tmp: root.join(".dvc").join("tmp").join("slipway") }
+        DvcCache { dir: root.join(".dvc").join("cache") }
     }
 
     /// Where the object lives.
@@ -40,21 +39,28 @@ impl DvcCache {
         self.path(md5, is_dir).is_file()
     }
 
-    /// A new temporary path on the cache's filesystem, removed on drop. Nothing is created
-    /// there yet: whoever writes the object creates the file, on the thread that writes it. The
-    /// name is unique by construction (the process and a counter), not by chance.
-    pub fn temp_path(&self) -> Result<tempfile::TempPath> {
+    /// A new temporary path for the object `md5`, removed on drop, beside where the object will
+    /// live (`<name>.slipway-<pid>-<n>.tmp` in its fan-out directory, the way DVC places its own
+    /// temporary files): renaming it into place then changes one directory, and concurrent
+    /// downloads create their files in up to 256 directories rather than all in one, whose lock
+    /// they would otherwise queue on. Nothing is created yet: whoever writes the object creates
+    /// the file, on the thread that writes it. The name is unique by construction (the process
+    /// and a counter), not by chance, and no object is named like it.
+    pub fn temp_path(&self, md5: &Md5, is_dir: bool) -> Result<tempfile::TempPath> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        fs::create_dir_all(&self.tmp).with_context(|| format!("cannot create {}", self.tmp.display()))?;
+        let dest = self.path(md5, is_dir);
+        ensure_dir(dest.parent().expect("objects live in a fan-out directory"))?;
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("obj-{}-{n}", std::process::id());
-        Ok(tempfile::TempPath::try_from_path(self.tmp.join(name))?)
+        let mut name = dest.into_os_string();
+        name.push(format!(".slipway-{}-{n}.tmp", std::process::id()));
+        Ok(tempfile::TempPath::try_from_path(PathBuf::from(name))?)
     }
 
-    /// Moves the verified temporary file `tmp` into the cache as the object `md5`.
+    /// Moves the verified temporary file `tmp` (from [`DvcCache::temp_path`]) into the cache as
+    /// the object `md5`.
     pub fn adopt(&self, tmp: tempfile::TempPath, md5: &Md5, is_dir: bool) -> Result<()> {
         let dest = self.path(md5, is_dir);
-        fs::create_dir_all(dest.parent().expect("objects live in a fan-out directory"))?;
+        ensure_dir(dest.parent().expect("objects live in a fan-out directory"))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
         tmp.persist(&dest).map_err(|e| e.error).with_context(|| format!("cannot store {}", dest.display()))?;
         Ok(())
@@ -65,7 +71,7 @@ impl DvcCache {
         if self.has(md5, false) {
             return Ok(());
         }
-        let tmp = self.temp_path()?;
+        let tmp = self.temp_path(md5, false)?;
         let (actual, _) = copy_hashing(fs::File::open(src)?, &tmp, &|_| {})?;
         anyhow::ensure!(actual == *md5, "{} changed while it was being cached", src.display());
         self.adopt(tmp, md5, false)
@@ -76,7 +82,7 @@ impl DvcCache {
         if self.has(md5, true) {
             return Ok(());
         }
-        let tmp = self.temp_path()?;
+        let tmp = self.temp_path(md5, true)?;
         fs::write(&tmp, bytes)?;
         self.adopt(tmp, md5, true)
     }
@@ -96,6 +102,19 @@ impl DvcCache {
 
 /// The md5 stat cache's file under `.slipway/`.
 pub const MD5_STAT_CACHE_FILE: &str = "md5-stat-cache.bin";
+
+/// Creates `dir` and its parents unless it is a directory already. A directory that exists is
+/// only looked up: `create_dir_all` would try `mkdir` first, which takes the parent directory's
+/// lock for writing even when the name exists, and concurrent transfers queue on that lock.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// At most this many threads hash workspace files at once.
+const HASH_THREADS: usize = 8;
 
 /// Workspace md5s, reused while a file's stat fields are unchanged.
 pub struct WorkspaceHashes {
@@ -133,6 +152,34 @@ impl WorkspaceHashes {
         Ok(Some(md5))
     }
 
+    /// The md5s of many workspace files at once, in the order given: what the stat cache holds
+    /// is answered from it, and the files it cannot answer for are hashed on up to
+    /// [`HASH_THREADS`] threads (MD5 is serial within a file, so one core per file). The first
+    /// error, in the order given, is returned.
+    pub fn md5_many(&self, rels: &[&str]) -> Result<Vec<Option<Md5>>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(HASH_THREADS).min(rels.len());
+        if threads <= 1 {
+            return rels.iter().map(|rel| self.md5(rel)).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<Result<Option<Md5>>>>> = rels.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(rel) = rels.get(i) else { break };
+                        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(self.md5(rel));
+                    }
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every index was taken"))
+            .collect()
+    }
+
     /// Records the md5s of workspace files Slipway has just written, without reading them back:
     /// the filesystem clock is read after the writes, then each file's stat, and the stat cache
     /// keeps only entries older than that clock (a file written again since then, or within the
@@ -155,5 +202,52 @@ impl WorkspaceHashes {
     /// Saves the stat cache.
     pub fn save(&self) -> Result<()> {
         self.stat.lock().unwrap_or_else(|e| e.into_inner()).save().context("cannot save the md5 stat cache")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_files_are_hashed_in_the_order_given_as_one_at_a_time_would() {
+        let root = tempfile::tempdir().unwrap();
+        let mut rels = Vec::new();
+        for i in 0..40 {
+            let rel = format!("data/{i}.bin");
+            if i % 7 != 3 {
+                fs::create_dir_all(root.path().join("data")).unwrap();
+                fs::write(root.path().join(&rel), vec![i as u8; i * 1000]).unwrap();
+            }
+            rels.push(rel);
+        }
+        rels.push("data".to_string());
+        let rels: Vec<&str> = rels.iter().map(String::as_str).collect();
+        let want: Vec<Option<Md5>> =
+            rels.iter().map(|rel| fs::read(root.path().join(rel)).ok().map(|bytes| Md5::of(&bytes))).collect();
+        assert_eq!(want.iter().filter(|m| m.is_none()).count(), 7, "missing files and the directory are absent");
+        let hashes = WorkspaceHashes::load(root.path());
+        assert_eq!(hashes.md5_many(&rels).unwrap(), want);
+        // Answered again, now from the stat cache, and by a fresh one after a save.
+        assert_eq!(hashes.md5_many(&rels).unwrap(), want);
+        hashes.save().unwrap();
+        assert_eq!(WorkspaceHashes::load(root.path()).md5_many(&rels).unwrap(), want);
+        assert_eq!(hashes.md5_many(&[]).unwrap(), Vec::<Option<Md5>>::new());
+    }
+
+    #[test]
+    fn a_temporary_object_lives_beside_its_object_and_is_named_unlike_any() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = DvcCache::new(root.path());
+        let md5 = Md5::of(b"x");
+        let (a, b) = (cache.temp_path(&md5, false).unwrap(), cache.temp_path(&md5, false).unwrap());
+        assert_ne!(*a, *b);
+        let object = cache.path(&md5, false);
+        assert_eq!(a.parent(), object.parent());
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(object.file_name().unwrap().to_str().unwrap()) && name.ends_with(".tmp"), "{name}");
+        fs::write(&a, b"x").unwrap();
+        cache.adopt(a, &md5, false).unwrap();
+        assert!(cache.has(&md5, false) && fs::read_dir(object.parent().unwrap()).unwrap().count() == 1);
     }
 }

@@ -1,7 +1,7 @@
 //! Pull and push of DVC-tracked data: concurrent, retried, verified, and never leaving a
 //! partial file where a good one was.
 //!
-//! A download lands in a temporary file in the cache's filesystem, its md5 is computed on the
+//! A download lands in a temporary file beside its place in the cache, its md5 is computed on the
 //! way, and only a file whose md5 matches its name is renamed into the cache; the workspace copy
 //! is made the same way. An interrupted pull therefore leaves only temporary files, and the next
 //! pull picks up where it stopped.
@@ -235,7 +235,7 @@ impl Store {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<tempfile::TempPath, StoreError> {
         let key = object_key(md5, is_dir);
-        let tmp = self.cache.temp_path()?;
+        let tmp = self.cache.temp_path(md5, is_dir)?;
         let (actual, _) = (|| self.remote.get(&key, &tmp, progress)).retry(backoff()).when(is_transient).await?;
         if actual != *md5 {
             return Err(StoreError::Corrupt {
@@ -249,13 +249,15 @@ impl Store {
     }
 
     /// The wanted files whose workspace copy is absent or different, read through the md5 stat
-    /// cache on the blocking pool, each marked with whether the cache holds its object.
+    /// cache on the blocking pool (files it cannot answer for are hashed on every core), each marked with whether the cache holds its object.
     async fn not_up_to_date(&self, wanted: Vec<Wanted>) -> Result<Vec<Wanted>, StoreError> {
         let (hashes, cache) = (Arc::clone(&self.hashes), self.cache.clone());
         tokio::task::spawn_blocking(move || {
+            let rels: Vec<&str> = wanted.iter().map(|w| w.rel.as_str()).collect();
+            let found = hashes.md5_many(&rels)?;
             let mut todo = Vec::new();
-            for mut w in wanted {
-                if hashes.md5(&w.rel)? != Some(w.md5) {
+            for (mut w, md5) in wanted.into_iter().zip(found) {
+                if md5 != Some(w.md5) {
                     w.cached = cache.has(&w.md5, false);
                     todo.push(w);
                 }
@@ -342,7 +344,7 @@ impl Store {
 fn checkout(root: &Path, cached: &Path, rel: &str, md5: &Md5, verify: bool) -> Result<(), StoreError> {
     let dest = root.join(rel);
     let dir = dest.parent().expect("workspace files have a parent");
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::cache::ensure_dir(dir)?;
     let mut tmp = tempfile::Builder::new().prefix(".slipway-").tempfile_in(dir).map_err(anyhow::Error::from)?;
     if !verify {
         // A reflink where the filesystem can, else an in-kernel copy, into the temporary file
