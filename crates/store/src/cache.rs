@@ -4,11 +4,12 @@
 //! checked against the md5 that names it. Workspace md5s are kept in a stat cache (the same
 //! racy-safe one the engine uses for BLAKE3), so a pull with nothing to do reads no data.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use engine::{StatCache, StatKey};
@@ -21,12 +22,37 @@ use crate::remote::copy_hashing;
 #[derive(Clone)]
 pub struct DvcCache {
     dir: PathBuf,
+    /// Directories this cache's user has made or found, shared by its clones, each with a lock
+    /// that its users take around the calls that change it: a pull asks the filesystem about
+    /// each fan-out and workspace directory once, not once per file.
+    dirs: Arc<Mutex<HashMap<PathBuf, DirLock>>>,
 }
+
+/// Held around a call that creates or renames a name in one directory. The kernel runs those
+/// one at a time per directory anyway, and its waiters spin on the CPU while the holder runs:
+/// dozens of concurrent transfers checking files out into one directory spent most of a
+/// 2-core machine's time spinning, where waiters on this lock sleep.
+pub(crate) type DirLock = Arc<Mutex<()>>;
 
 impl DvcCache {
     /// The cache of the repository at `root`.
     pub fn new(root: &Path) -> DvcCache {
-        DvcCache { dir: root.join(".dvc").join("cache") }
+        DvcCache { dir: root.join(".dvc").join("cache"), dirs: Arc::default() }
+    }
+
+    /// Makes sure `dir` (a fan-out directory, or one a file is checked out into) exists, and
+    /// returns its lock: looked up the first time, then remembered. Looked up rather than made
+    /// outright: `mkdir` takes the parent directory's lock for writing even when the name
+    /// exists, and concurrent transfers would queue on that lock.
+    pub(crate) fn ensure_dir(&self, dir: &Path) -> Result<DirLock> {
+        if let Some(lock) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
+            return Ok(Arc::clone(lock));
+        }
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Arc::clone(dirs.entry(dir.to_path_buf()).or_default()))
     }
 
     /// Where the object lives.
@@ -49,7 +75,7 @@ impl DvcCache {
     pub fn temp_path(&self, md5: &Md5, is_dir: bool) -> Result<tempfile::TempPath> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dest = self.path(md5, is_dir);
-        ensure_dir(dest.parent().expect("objects live in a fan-out directory"))?;
+        self.ensure_dir(dest.parent().expect("objects live in a fan-out directory"))?;
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut name = dest.into_os_string();
         name.push(format!(".slipway-{}-{n}.tmp", std::process::id()));
@@ -60,8 +86,9 @@ impl DvcCache {
     /// the object `md5`.
     pub fn adopt(&self, tmp: tempfile::TempPath, md5: &Md5, is_dir: bool) -> Result<()> {
         let dest = self.path(md5, is_dir);
-        ensure_dir(dest.parent().expect("objects live in a fan-out directory"))?;
+        let dir = self.ensure_dir(dest.parent().expect("objects live in a fan-out directory"))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))?;
+        let _changing = dir.lock().unwrap_or_else(|e| e.into_inner());
         tmp.persist(&dest).map_err(|e| e.error).with_context(|| format!("cannot store {}", dest.display()))?;
         Ok(())
     }
@@ -102,16 +129,6 @@ impl DvcCache {
 
 /// The md5 stat cache's file under `.slipway/`.
 pub const MD5_STAT_CACHE_FILE: &str = "md5-stat-cache.bin";
-
-/// Creates `dir` and its parents unless it is a directory already. A directory that exists is
-/// only looked up: `create_dir_all` would try `mkdir` first, which takes the parent directory's
-/// lock for writing even when the name exists, and concurrent transfers queue on that lock.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
-}
 
 /// At most this many threads hash workspace files at once.
 const HASH_THREADS: usize = 8;
@@ -233,6 +250,20 @@ mod tests {
         hashes.save().unwrap();
         assert_eq!(WorkspaceHashes::load(root.path()).md5_many(&rels).unwrap(), want);
         assert_eq!(hashes.md5_many(&[]).unwrap(), Vec::<Option<Md5>>::new());
+    }
+
+    #[test]
+    fn a_directory_is_made_once_and_has_one_lock_for_every_clone_of_the_cache() {
+        let root = tempfile::tempdir().unwrap();
+        let (cache, other) = (DvcCache::new(root.path()), DvcCache::new(root.path()));
+        let dir = root.path().join("data/deep/er");
+        let lock = cache.ensure_dir(&dir).unwrap();
+        assert!(dir.is_dir());
+        assert!(Arc::ptr_eq(&lock, &cache.clone().ensure_dir(&dir).unwrap()), "clones share the lock");
+        assert!(!Arc::ptr_eq(&lock, &other.ensure_dir(&dir).unwrap()), "another cache has its own");
+        fs::write(root.path().join("file"), b"").unwrap();
+        let err = cache.ensure_dir(&root.path().join("file/sub")).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot create"), "{err:#}");
     }
 
     #[test]

@@ -274,7 +274,8 @@ impl Store {
     /// so a cache corrupted on disk is caught. Returns the workspace path and the md5 written.
     async fn materialise(&self, w: &Wanted, progress: &Progress) -> Result<(String, Md5), StoreError> {
         // Two wanted files with the same content: the second finds the object the first
-        // fetched, and verifies it as it copies it out.
+        // fetched, and verifies it as it copies it out; or, if both were fetched at once, each
+        // renames its own verified copy into place, and either copy is the object.
         let fetched = match w.cached {
             true => None,
             false => Some(self.download(&w.md5, false, &|n| progress.bytes(n)).await?),
@@ -282,15 +283,13 @@ impl Store {
         let (root, rel, md5, cache) = (self.root.clone(), w.rel.clone(), w.md5, self.cache.clone());
         tokio::task::spawn_blocking(move || {
             let verify = match fetched {
-                Some(tmp) if !cache.has(&md5, false) => {
+                Some(tmp) => {
                     cache.adopt(tmp, &md5, false)?;
                     false
                 }
-                // Fetched twice at once (two files with the same content): the first one kept.
-                Some(_) => true,
                 None => true,
             };
-            checkout(&root, &cache.path(&md5, false), &rel, &md5, verify)
+            checkout(&cache, &root, &rel, &md5, verify)
         })
         .await
         .map_err(anyhow::Error::from)??;
@@ -341,11 +340,17 @@ impl Store {
 
 /// Copies a cached object into the workspace through a temporary file, checking its md5 on the
 /// way when `verify` (a reflink or a plain copy otherwise, for an object verified moments ago).
-fn checkout(root: &Path, cached: &Path, rel: &str, md5: &Md5, verify: bool) -> Result<(), StoreError> {
+fn checkout(cache: &DvcCache, root: &Path, rel: &str, md5: &Md5, verify: bool) -> Result<(), StoreError> {
+    let cached = &cache.path(md5, false);
     let dest = root.join(rel);
     let dir = dest.parent().expect("workspace files have a parent");
-    crate::cache::ensure_dir(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".slipway-").tempfile_in(dir).map_err(anyhow::Error::from)?;
+    let dir_lock = cache.ensure_dir(dir)?;
+    let changing = || dir_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let created = {
+        let _changing = changing();
+        tempfile::Builder::new().prefix(".slipway-").tempfile_in(dir)
+    };
+    let mut tmp = created.map_err(anyhow::Error::from)?;
     if !verify {
         // A reflink where the filesystem can, else an in-kernel copy, into the temporary file
         // already open: one new inode per checkout, none created and freed on the way.
@@ -373,6 +378,7 @@ fn checkout(root: &Path, cached: &Path, rel: &str, md5: &Md5, verify: bool) -> R
             });
         }
     }
+    let _changing = changing();
     tmp.persist(&dest).map_err(|e| anyhow::anyhow!("cannot write {rel}: {}", e.error))?;
     Ok(())
 }
