@@ -1,7 +1,8 @@
 //! DVC's local cache (`.dvc/cache/files/md5/…`) and the md5s of workspace files.
 //!
-//! Objects in the cache are read-only, as DVC leaves them, and every copy out of the cache is
-//! checked against the md5 that names it. Workspace md5s are kept in a stat cache (the same
+//! Objects in the cache are read-only, as DVC leaves them, and every copy out of the cache of an
+//! object that was there before is checked against the md5 that names it (one fetched moments
+//! ago was checked on its way in). Workspace md5s are kept in a stat cache (the same
 //! racy-safe one the engine uses for BLAKE3), so a pull with nothing to do reads no data.
 
 use std::collections::HashMap;
@@ -9,10 +10,10 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
-use engine::{StatCache, StatKey};
+use engine::{Clock, StatCache, StatKey};
 
 use crate::dvc::object_key;
 use crate::md5::{Md5, md5_reader};
@@ -38,6 +39,12 @@ impl DvcCache {
     /// The cache of the repository at `root`.
     pub fn new(root: &Path) -> DvcCache {
         DvcCache { dir: root.join(".dvc").join("cache"), dirs: Arc::default() }
+    }
+
+    /// Forgets the directories found so far, at the start of a transfer: one removed since is
+    /// made again rather than taken as still there.
+    pub(crate) fn forget_dirs(&self) {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Makes sure `dir` (a fan-out directory, or one a file is checked out into) exists, and
@@ -66,20 +73,27 @@ impl DvcCache {
     }
 
     /// A new temporary path for the object `md5`, removed on drop, beside where the object will
-    /// live (`<name>.slipway-<pid>-<n>.tmp` in its fan-out directory, the way DVC places its own
-    /// temporary files): renaming it into place then changes one directory, and concurrent
+    /// live: `.slipway-<pid>-<random>-<n>.tmp` in its fan-out directory, where DVC puts its own
+    /// (`.<random>.tmp`). Renaming it into place then changes one directory, and concurrent
     /// downloads create their files in up to 256 directories rather than all in one, whose lock
     /// they would otherwise queue on. Nothing is created yet: whoever writes the object creates
-    /// the file, on the thread that writes it. The name is unique by construction (the process
-    /// and a counter), not by chance, and no object is named like it.
+    /// the file, on the thread that writes it. The name is unique by construction within a
+    /// process (a counter) and apart from other processes by their pid and a random number
+    /// drawn once per process (a process of the same pid in another container, say); no object
+    /// is named like it.
     pub fn temp_path(&self, md5: &Md5, is_dir: bool) -> Result<tempfile::TempPath> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        static RANDOM: OnceLock<u64> = OnceLock::new();
+        let random = RANDOM.get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new().build_hasher().finish()
+        });
         let dest = self.path(md5, is_dir);
-        self.ensure_dir(dest.parent().expect("objects live in a fan-out directory"))?;
+        let dir = dest.parent().expect("objects live in a fan-out directory");
+        self.ensure_dir(dir)?;
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut name = dest.into_os_string();
-        name.push(format!(".slipway-{}-{n}.tmp", std::process::id()));
-        Ok(tempfile::TempPath::try_from_path(PathBuf::from(name))?)
+        let name = format!(".slipway-{}-{random:016x}-{n}.tmp", std::process::id());
+        Ok(tempfile::TempPath::try_from_path(dir.join(name))?)
     }
 
     /// Moves the verified temporary file `tmp` (from [`DvcCache::temp_path`]) into the cache as
@@ -148,6 +162,13 @@ impl WorkspaceHashes {
 
     /// The md5 of the workspace file `rel`, or `None` if it does not exist.
     pub fn md5(&self, rel: &str) -> Result<Option<Md5>> {
+        self.md5_after(rel, &OnceLock::new())
+    }
+
+    /// [`WorkspaceHashes::md5`], with the filesystem clock of a batch of files: read at the
+    /// batch's first file the stat cache cannot answer for, and before any of them is read,
+    /// which is all an entry's clock must be (one marker file per batch, not per file).
+    fn md5_after(&self, rel: &str, batch_clock: &OnceLock<Clock>) -> Result<Option<Md5>> {
         let path = self.root.join(rel);
         let meta = match fs::symlink_metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -162,7 +183,15 @@ impl WorkspaceHashes {
             if let Some(md5) = stat.get(rel, &key) {
                 return Ok(Some(md5));
             }
-            stat.clock().context("cannot read the filesystem clock under .slipway")?
+            match batch_clock.get() {
+                Some(clock) => *clock,
+                None => {
+                    let clock = stat.clock().context("cannot read the filesystem clock under .slipway")?;
+                    // Another thread's clock, if it won, was read before it was set, so before
+                    // this file is read.
+                    *batch_clock.get_or_init(|| clock)
+                }
+            }
         };
         let (md5, _) = md5_reader(fs::File::open(&path)?).with_context(|| format!("cannot read {rel}"))?;
         self.stat.lock().unwrap_or_else(|e| e.into_inner()).insert(rel, key, md5, clock);
@@ -175,8 +204,9 @@ impl WorkspaceHashes {
     /// error, in the order given, is returned.
     pub fn md5_many(&self, rels: &[&str]) -> Result<Vec<Option<Md5>>> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(HASH_THREADS).min(rels.len());
+        let clock = OnceLock::new();
         if threads <= 1 {
-            return rels.iter().map(|rel| self.md5(rel)).collect();
+            return rels.iter().map(|rel| self.md5_after(rel, &clock)).collect();
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let slots: Vec<Mutex<Option<Result<Option<Md5>>>>> = rels.iter().map(|_| Mutex::new(None)).collect();
@@ -186,7 +216,7 @@ impl WorkspaceHashes {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(rel) = rels.get(i) else { break };
-                        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(self.md5(rel));
+                        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(self.md5_after(rel, &clock));
                     }
                 });
             }
@@ -197,19 +227,20 @@ impl WorkspaceHashes {
             .collect()
     }
 
-    /// Records the md5s of workspace files Slipway has just written, without reading them back:
-    /// the filesystem clock is read after the writes, then each file's stat, and the stat cache
-    /// keeps only entries older than that clock (a file written again since then, or within the
-    /// same clock tick, is hashed next time). Paths that vanished are skipped.
-    pub fn record_written(&self, written: &[(String, Md5)]) -> Result<()> {
+    /// Records the md5s of workspace files Slipway has just written, without reading them back.
+    /// Each comes with the stat its file had just after it was put in place; the filesystem
+    /// clock is read after all the writes, then each path's stat, and an entry is kept only if
+    /// that stat is still the one written (a file replaced or written to since is hashed next
+    /// time) and older than the clock. Paths that vanished are skipped.
+    pub(crate) fn record_written(&self, written: &[crate::transfer::Written]) -> Result<()> {
         if written.is_empty() {
             return Ok(());
         }
         let mut stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
         let clock = stat.clock().context("cannot read the filesystem clock under .slipway")?;
-        for (rel, md5) in written {
-            match fs::symlink_metadata(self.root.join(rel)) {
-                Ok(meta) if meta.is_file() => stat.insert(rel, StatKey::of(&meta), *md5, clock),
+        for w in written {
+            match fs::symlink_metadata(self.root.join(&w.rel)) {
+                Ok(meta) if meta.is_file() && StatKey::of(&meta) == w.stat => stat.insert(&w.rel, w.stat, w.md5, clock),
                 _ => {}
             }
         }
@@ -252,6 +283,35 @@ mod tests {
         assert_eq!(hashes.md5_many(&[]).unwrap(), Vec::<Option<Md5>>::new());
     }
 
+    /// What a pull wrote is recorded without being read back, but only while the file is still
+    /// the one it wrote: a file replaced or rewritten since is hashed afresh.
+    #[test]
+    fn a_written_file_is_recorded_only_while_it_is_still_as_written() {
+        let root = tempfile::tempdir().unwrap();
+        let stat_of = |rel: &str| StatKey::of(&fs::symlink_metadata(root.path().join(rel)).unwrap());
+        fs::create_dir_all(root.path().join("data")).unwrap();
+        for rel in ["data/kept", "data/rewritten", "data/replaced"] {
+            fs::write(root.path().join(rel), b"as pulled").unwrap();
+        }
+        // A digest nobody could compute from the bytes: if it comes back, it came from the record.
+        let recorded = Md5::of(b"the record");
+        let written: Vec<crate::transfer::Written> = ["data/kept", "data/rewritten", "data/replaced"]
+            .iter()
+            .map(|rel| crate::transfer::Written { rel: rel.to_string(), md5: recorded, stat: stat_of(rel) })
+            .collect();
+        fs::write(root.path().join("data/rewritten"), b"changed by someone else").unwrap();
+        let other = root.path().join("data/other");
+        fs::write(&other, b"as pulled").unwrap();
+        fs::rename(&other, root.path().join("data/replaced")).unwrap();
+        // The clock must pass the files' times for any entry to be kept.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let hashes = WorkspaceHashes::load(root.path());
+        hashes.record_written(&written).unwrap();
+        assert_eq!(hashes.md5("data/kept").unwrap(), Some(recorded));
+        assert_eq!(hashes.md5("data/rewritten").unwrap(), Some(Md5::of(b"changed by someone else")));
+        assert_eq!(hashes.md5("data/replaced").unwrap(), Some(Md5::of(b"as pulled")));
+    }
+
     #[test]
     fn a_directory_is_made_once_and_has_one_lock_for_every_clone_of_the_cache() {
         let root = tempfile::tempdir().unwrap();
@@ -276,7 +336,8 @@ mod tests {
         let object = cache.path(&md5, false);
         assert_eq!(a.parent(), object.parent());
         let name = a.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with(object.file_name().unwrap().to_str().unwrap()) && name.ends_with(".tmp"), "{name}");
+        assert!(name.starts_with(".slipway-") && name.ends_with(".tmp"), "{name}");
+        assert!(Md5::from_hex(&name).is_none() && !name.ends_with(".dir"));
         fs::write(&a, b"x").unwrap();
         cache.adopt(a, &md5, false).unwrap();
         assert!(cache.has(&md5, false) && fs::read_dir(object.parent().unwrap()).unwrap().count() == 1);

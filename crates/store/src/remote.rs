@@ -171,8 +171,16 @@ impl DirRemote {
 }
 
 /// Copies `src` into the new file `dest`, computing the md5 on the way.
-pub fn copy_hashing(mut src: impl Read, dest: &Path, progress: &(dyn Fn(u64) + Sync)) -> io::Result<(Md5, u64)> {
-    let mut out = File::create(dest)?;
+pub fn copy_hashing(src: impl Read, dest: &Path, progress: &(dyn Fn(u64) + Sync)) -> io::Result<(Md5, u64)> {
+    copy_hashing_into(src, &mut File::create(dest)?, progress)
+}
+
+/// Copies `src` into the open file `out`, computing the md5 on the way.
+pub fn copy_hashing_into(
+    mut src: impl Read,
+    out: &mut File,
+    progress: &(dyn Fn(u64) + Sync),
+) -> io::Result<(Md5, u64)> {
     let mut md5 = Md5Writer::default();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -15,12 +15,14 @@ use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::{StreamExt, stream};
 
+use engine::StatKey;
+
 use crate::cache::{DvcCache, WorkspaceHashes};
 use crate::dvc::{DirEntry, Out, object_key, parse_dir_manifest, parse_pointer};
 use crate::error::StoreError;
 use crate::md5::Md5;
 use crate::progress::Progress;
-use crate::remote::{Remote, copy_hashing};
+use crate::remote::{Remote, copy_hashing_into};
 
 /// How many transfers are in flight at once.
 pub const DEFAULT_JOBS: usize = 32;
@@ -59,6 +61,14 @@ pub struct PushSummary {
     pub present: usize,
     /// Objects uploaded.
     pub uploaded: usize,
+}
+
+/// A workspace file a pull wrote: its path, its md5, and its stat just after it was put in place.
+#[derive(Clone, Debug)]
+pub(crate) struct Written {
+    pub(crate) rel: String,
+    pub(crate) md5: Md5,
+    pub(crate) stat: StatKey,
 }
 
 /// One file to materialise: where, and which content.
@@ -123,6 +133,7 @@ impl Store {
 
     /// Materialises the data of `pointers` in the workspace.
     pub async fn pull(&self, pointers: &[String]) -> Result<PullSummary, StoreError> {
+        self.cache.forget_dirs();
         let mut wanted = Vec::new();
         let mut dirs = Vec::new();
         for pointer in pointers {
@@ -146,15 +157,15 @@ impl Store {
         let todo = self.not_up_to_date(wanted).await?;
         summary.up_to_date = summary.files - todo.len();
         let progress = Progress::new("pull", todo.len() as u64, self.tty);
-        let results: Vec<Result<(String, Md5), StoreError>> = stream::iter(todo.iter())
+        let results: Vec<Result<Written, StoreError>> = stream::iter(todo.iter())
             .map(|w| self.materialise(w, &progress))
             .buffer_unordered(self.jobs)
             .collect()
             .await;
         progress.finish();
         // What was just written is known: its md5 goes into the stat cache, so the next pull or
-        // status reads none of it again.
-        let written: Vec<(String, Md5)> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        // status reads none of it again, unless the file has changed since it was written.
+        let written: Vec<Written> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
         let hashes = Arc::clone(&self.hashes);
         tokio::task::spawn_blocking(move || {
             hashes.record_written(&written)?;
@@ -172,6 +183,7 @@ impl Store {
     /// Uploads every object of `pointers` that the remote lacks: files first, manifests last,
     /// as DVC does, so a manifest on the remote always has its files.
     pub async fn push(&self, pointers: &[String]) -> Result<PushSummary, StoreError> {
+        self.cache.forget_dirs();
         let mut files: Vec<(Md5, Option<String>)> = Vec::new();
         let mut manifests = Vec::new();
         for pointer in pointers {
@@ -249,7 +261,8 @@ impl Store {
     }
 
     /// The wanted files whose workspace copy is absent or different, read through the md5 stat
-    /// cache on the blocking pool (files it cannot answer for are hashed on every core), each marked with whether the cache holds its object.
+    /// cache on the blocking pool (files it cannot answer for are hashed on up to one thread
+    /// per core), each marked with whether the cache holds its object.
     async fn not_up_to_date(&self, wanted: Vec<Wanted>) -> Result<Vec<Wanted>, StoreError> {
         let (hashes, cache) = (Arc::clone(&self.hashes), self.cache.clone());
         tokio::task::spawn_blocking(move || {
@@ -271,17 +284,17 @@ impl Store {
     /// Puts one file in the workspace: from the cache, fetching it into the cache first if needed.
     /// An object fetched now was verified on the way in and is copied out as it is (a reflink
     /// where the filesystem can); one that was already in the cache is verified as it is copied,
-    /// so a cache corrupted on disk is caught. Returns the workspace path and the md5 written.
-    async fn materialise(&self, w: &Wanted, progress: &Progress) -> Result<(String, Md5), StoreError> {
-        // Two wanted files with the same content: the second finds the object the first
-        // fetched, and verifies it as it copies it out; or, if both were fetched at once, each
-        // renames its own verified copy into place, and either copy is the object.
+    /// so a cache corrupted on disk is caught. Returns what it wrote.
+    async fn materialise(&self, w: &Wanted, progress: &Progress) -> Result<Written, StoreError> {
+        // Two wanted files with the same content that the cache lacked are each fetched (the
+        // pull does not group them), and each renames its own verified copy into place: either
+        // copy is the object.
         let fetched = match w.cached {
             true => None,
             false => Some(self.download(&w.md5, false, &|n| progress.bytes(n)).await?),
         };
         let (root, rel, md5, cache) = (self.root.clone(), w.rel.clone(), w.md5, self.cache.clone());
-        tokio::task::spawn_blocking(move || {
+        let stat = tokio::task::spawn_blocking(move || {
             let verify = match fetched {
                 Some(tmp) => {
                     cache.adopt(tmp, &md5, false)?;
@@ -294,7 +307,7 @@ impl Store {
         .await
         .map_err(anyhow::Error::from)??;
         progress.file_done();
-        Ok((w.rel.clone(), w.md5))
+        Ok(Written { rel: w.rel.clone(), md5: w.md5, stat })
     }
 
     async fn push_one(
@@ -340,7 +353,8 @@ impl Store {
 
 /// Copies a cached object into the workspace through a temporary file, checking its md5 on the
 /// way when `verify` (a reflink or a plain copy otherwise, for an object verified moments ago).
-fn checkout(cache: &DvcCache, root: &Path, rel: &str, md5: &Md5, verify: bool) -> Result<(), StoreError> {
+/// Returns the stat of the file it put in place, taken from the file itself just after.
+fn checkout(cache: &DvcCache, root: &Path, rel: &str, md5: &Md5, verify: bool) -> Result<StatKey, StoreError> {
     let cached = &cache.path(md5, false);
     let dest = root.join(rel);
     let dir = dest.parent().expect("workspace files have a parent");
@@ -362,13 +376,18 @@ fn checkout(cache: &DvcCache, root: &Path, rel: &str, md5: &Md5, verify: bool) -
         }
     }
     tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(anyhow::Error::from)?;
-    let tmp = tmp.into_temp_path();
     if verify {
         let src = std::fs::File::open(cached).map_err(anyhow::Error::from)?;
-        let (actual, _) = copy_hashing(src, &tmp, &|_| {}).map_err(anyhow::Error::from)?;
+        let opened = src.metadata().map_err(anyhow::Error::from)?;
+        let (actual, _) = copy_hashing_into(src, tmp.as_file_mut(), &|_| {}).map_err(anyhow::Error::from)?;
         if actual != *md5 {
-            // A corrupt cache object is removed, so the next pull downloads a good one.
-            let _ = std::fs::remove_file(cached);
+            // A corrupt cache object is removed, so the next pull downloads a good one; but not
+            // a good copy another pull may have renamed over it since it was opened.
+            use std::os::unix::fs::MetadataExt;
+            let same = |m: std::fs::Metadata| m.ino() == opened.ino() && m.dev() == opened.dev();
+            if std::fs::symlink_metadata(cached).is_ok_and(same) {
+                let _ = std::fs::remove_file(cached);
+            }
             let key = object_key(md5, false);
             return Err(StoreError::Corrupt {
                 key,
@@ -378,9 +397,12 @@ fn checkout(cache: &DvcCache, root: &Path, rel: &str, md5: &Md5, verify: bool) -
             });
         }
     }
-    let _changing = changing();
-    tmp.persist(&dest).map_err(|e| anyhow::anyhow!("cannot write {rel}: {}", e.error))?;
-    Ok(())
+    let placed = {
+        let _changing = changing();
+        tmp.persist(&dest).map_err(|e| anyhow::anyhow!("cannot write {rel}: {}", e.error))?
+    };
+    // The rename changed its ctime: the stat that counts is the one after it.
+    Ok(StatKey::of(&placed.metadata().with_context(|| format!("cannot stat {rel}"))?))
 }
 
 fn backoff() -> ExponentialBuilder {

@@ -47,13 +47,17 @@ fn pull(root: &Path, env: &std::collections::BTreeMap<String, String>) -> Result
     tokio::runtime::Runtime::new().unwrap().block_on(store(root, env).pull(&["data.dvc".into()]))
 }
 
-/// No file in the workspace other than complete, correct ones and no temporary leftovers.
+/// No file in the workspace other than complete, correct ones, and no temporary leftovers there
+/// or in the cache.
 fn assert_no_partial_files(root: &Path) {
     let want: std::collections::BTreeMap<String, Vec<u8>> =
         files().into_iter().map(|(p, b)| (p.trim_start_matches("data/").to_string(), b)).collect();
     for (rel, bytes) in read_tree(&root.join("data")) {
         assert_eq!(Some(&bytes), want.get(&rel), "{rel} is partial or foreign");
     }
+    let cache = root.join(".dvc/cache");
+    let leftovers: Vec<String> = read_tree(&cache).into_keys().filter(|k| k.ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "temporary files left in the cache: {leftovers:?}");
 }
 
 #[test]
