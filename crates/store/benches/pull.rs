@@ -29,8 +29,9 @@ use tokio::runtime::Runtime;
 use xshell::{Shell, cmd};
 
 const COLD_RUNS: usize = 3;
-/// How long ext4 without a journal keeps a freed inode from reuse, and a second more.
-const INODE_REUSE_DELAY: Duration = Duration::from_secs(31);
+/// How long ext4 without a journal keeps a freed (and written back) inode from reuse, and a
+/// second more.
+const INODE_REUSE_DELAY: Duration = Duration::from_secs(61);
 const NOOP_RUNS: usize = 5;
 const BUCKET: &str = "bench";
 const ACCESS_KEY: &str = "slipway-bench-key";
@@ -61,10 +62,10 @@ fn main() -> Result<()> {
     println!("nproc: {}", std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!("dvc {version}, SeaweedFS at {}", server.endpoint());
     println!("cold: best of {COLD_RUNS}; nothing to do: best of {NOOP_RUNS}\n");
-    // `cargo bench --bench pull -- large` runs only the data sets whose name holds a word given.
+    // `cargo bench --bench pull -- large` runs only the data sets named.
     let words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let sets: Vec<&Dataset> =
-        DATASETS.iter().filter(|s| words.is_empty() || words.iter().any(|w| s.name.contains(w.as_str()))).collect();
+        DATASETS.iter().filter(|s| words.is_empty() || words.iter().any(|w| w == s.name)).collect();
     ensure!(!sets.is_empty(), "no data set is named like {words:?}; they are `small` and `large`");
     let mut rows = Vec::new();
     for set in &sets {
@@ -186,10 +187,12 @@ impl<'a> Case<'a> {
         let case = Case { set, origin, clone, site_cache, env, sh, runtime, dvc, trash, server_pid };
         case.push_origin(&server.endpoint())?;
         // The setup above (git, `dvc add`, `dvc push`) created and freed many files. ext4 without
-        // a journal will not reuse an inode within 30 s of its freeing, and scans past each such
-        // one, reading its inode table block, so whichever tool first creates thousands of files
-        // soon after pays for it: Slipway, which runs first, measured 2-3x slower in such runs,
-        // with most of its time in `ext4_create`. The timed pulls start once that has passed.
+        // a journal will not reuse an inode within 60 s of its freeing (`RECENTCY_MIN` in
+        // fs/ext4/ialloc.c; 360 s while its inode table block is dirty, hence the sync), and
+        // scans past each such one, so whichever tool first creates thousands of files soon
+        // after pays for it: Slipway, which runs first, measured 2-3x slower in such runs, with
+        // most of its time in `ext4_create`. The timed pulls start once that has passed.
+        cmd!(case.sh, "sync").quiet().run().context("flush the setup's writes to disk")?;
         std::thread::sleep(INODE_REUSE_DELAY);
         Ok(case)
     }
