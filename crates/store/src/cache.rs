@@ -11,6 +11,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use engine::{Clock, StatCache, StatKey};
@@ -228,19 +229,24 @@ impl WorkspaceHashes {
     }
 
     /// Records the md5s of workspace files Slipway has just written, without reading them back.
-    /// Each comes with the stat its file had just after it was put in place; the filesystem
-    /// clock is read after all the writes, then each path's stat, and an entry is kept only if
-    /// that stat is still the one written (a file replaced or written to since is hashed next
-    /// time) and older than the clock. Paths that vanished are skipped.
-    pub(crate) fn record_written(&self, written: &[crate::transfer::Written]) -> Result<()> {
+    /// Each was given the modification time `written_at` (a second before the pull began) once
+    /// its content was written, and comes with the stat it had just after it was put in place. An entry is kept only if
+    /// that stat still carries `written_at` (any write since would have set a later time) and is
+    /// still the path's stat now (a file replaced since is not the one written), and, as every
+    /// entry, if it is older than the filesystem clock read here, after all the writes. Paths
+    /// that vanished are skipped; all of these are hashed next time.
+    pub(crate) fn record_written(&self, written: &[crate::transfer::Written], written_at: SystemTime) -> Result<()> {
         if written.is_empty() {
             return Ok(());
         }
         let mut stat = self.stat.lock().unwrap_or_else(|e| e.into_inner());
         let clock = stat.clock().context("cannot read the filesystem clock under .slipway")?;
         for w in written {
+            let Some(placed) = w.stat.filter(|p| p.modified <= written_at) else { continue };
             match fs::symlink_metadata(self.root.join(&w.rel)) {
-                Ok(meta) if meta.is_file() && StatKey::of(&meta) == w.stat => stat.insert(&w.rel, w.stat, w.md5, clock),
+                Ok(meta) if meta.is_file() && StatKey::of(&meta) == placed.stat => {
+                    stat.insert(&w.rel, placed.stat, w.md5, clock)
+                }
                 _ => {}
             }
         }
@@ -284,32 +290,45 @@ mod tests {
     }
 
     /// What a pull wrote is recorded without being read back, but only while the file is still
-    /// the one it wrote: a file replaced or rewritten since is hashed afresh.
+    /// the one it wrote: a file replaced or written to since, even with the same size, is hashed
+    /// afresh.
     #[test]
     fn a_written_file_is_recorded_only_while_it_is_still_as_written() {
+        use crate::transfer::{Placed, Written};
         let root = tempfile::tempdir().unwrap();
-        let stat_of = |rel: &str| StatKey::of(&fs::symlink_metadata(root.path().join(rel)).unwrap());
-        fs::create_dir_all(root.path().join("data")).unwrap();
-        for rel in ["data/kept", "data/rewritten", "data/replaced"] {
-            fs::write(root.path().join(rel), b"as pulled").unwrap();
+        let path = |rel: &str| root.path().join(rel);
+        let written_at = SystemTime::now() - std::time::Duration::from_secs(1);
+        let names = ["data/kept", "data/rewritten", "data/same-size", "data/replaced", "data/never-dated"];
+        fs::create_dir_all(path("data")).unwrap();
+        for rel in names {
+            fs::write(path(rel), b"as pulled").unwrap();
+            if rel != "data/never-dated" {
+                fs::File::options().write(true).open(path(rel)).unwrap().set_modified(written_at).unwrap();
+            }
         }
         // A digest nobody could compute from the bytes: if it comes back, it came from the record.
         let recorded = Md5::of(b"the record");
-        let written: Vec<crate::transfer::Written> = ["data/kept", "data/rewritten", "data/replaced"]
+        let written: Vec<Written> = names
             .iter()
-            .map(|rel| crate::transfer::Written { rel: rel.to_string(), md5: recorded, stat: stat_of(rel) })
+            .map(|rel| {
+                let meta = fs::symlink_metadata(path(rel)).unwrap();
+                let placed = Placed { stat: StatKey::of(&meta), modified: meta.modified().unwrap() };
+                Written { rel: rel.to_string(), md5: recorded, stat: Some(placed) }
+            })
             .collect();
-        fs::write(root.path().join("data/rewritten"), b"changed by someone else").unwrap();
-        let other = root.path().join("data/other");
-        fs::write(&other, b"as pulled").unwrap();
-        fs::rename(&other, root.path().join("data/replaced")).unwrap();
+        fs::write(path("data/rewritten"), b"changed by someone else").unwrap();
+        fs::write(path("data/same-size"), b"AS PULLED").unwrap();
+        fs::write(path("data/other"), b"as pulled").unwrap();
+        fs::rename(path("data/other"), path("data/replaced")).unwrap();
         // The clock must pass the files' times for any entry to be kept.
         std::thread::sleep(std::time::Duration::from_millis(50));
         let hashes = WorkspaceHashes::load(root.path());
-        hashes.record_written(&written).unwrap();
+        hashes.record_written(&written, written_at).unwrap();
         assert_eq!(hashes.md5("data/kept").unwrap(), Some(recorded));
         assert_eq!(hashes.md5("data/rewritten").unwrap(), Some(Md5::of(b"changed by someone else")));
+        assert_eq!(hashes.md5("data/same-size").unwrap(), Some(Md5::of(b"AS PULLED")));
         assert_eq!(hashes.md5("data/replaced").unwrap(), Some(Md5::of(b"as pulled")));
+        assert_eq!(hashes.md5("data/never-dated").unwrap(), Some(Md5::of(b"as pulled")), "not dated by the pull");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
@@ -63,12 +63,27 @@ pub struct PushSummary {
     pub uploaded: usize,
 }
 
-/// A workspace file a pull wrote: its path, its md5, and its stat just after it was put in place.
+/// A workspace file a pull wrote: its path, its md5, and its stat just after it was put in place
+/// (none if that could not be read: the file is then hashed next time).
 #[derive(Clone, Debug)]
 pub(crate) struct Written {
     pub(crate) rel: String,
     pub(crate) md5: Md5,
+    pub(crate) stat: Option<Placed>,
+}
+
+/// The stat of a file a pull put in place, and the modification time it was given.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Placed {
     pub(crate) stat: StatKey,
+    pub(crate) modified: SystemTime,
+}
+
+/// The modification time a pull gives the files it writes: a second before it started. Any
+/// write to such a file afterwards, by anyone, sets a later time, so a file whose time is still
+/// this one has not been written to since the pull wrote it, whatever the clock's resolution.
+fn written_at(start: SystemTime) -> SystemTime {
+    start.checked_sub(Duration::from_secs(1)).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// One file to materialise: where, and which content.
@@ -134,6 +149,7 @@ impl Store {
     /// Materialises the data of `pointers` in the workspace.
     pub async fn pull(&self, pointers: &[String]) -> Result<PullSummary, StoreError> {
         self.cache.forget_dirs();
+        let written_at = written_at(SystemTime::now());
         let mut wanted = Vec::new();
         let mut dirs = Vec::new();
         for pointer in pointers {
@@ -158,7 +174,7 @@ impl Store {
         summary.up_to_date = summary.files - todo.len();
         let progress = Progress::new("pull", todo.len() as u64, self.tty);
         let results: Vec<Result<Written, StoreError>> = stream::iter(todo.iter())
-            .map(|w| self.materialise(w, &progress))
+            .map(|w| self.materialise(w, written_at, &progress))
             .buffer_unordered(self.jobs)
             .collect()
             .await;
@@ -168,7 +184,7 @@ impl Store {
         let written: Vec<Written> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
         let hashes = Arc::clone(&self.hashes);
         tokio::task::spawn_blocking(move || {
-            hashes.record_written(&written)?;
+            hashes.record_written(&written, written_at)?;
             hashes.save()
         })
         .await
@@ -285,7 +301,12 @@ impl Store {
     /// An object fetched now was verified on the way in and is copied out as it is (a reflink
     /// where the filesystem can); one that was already in the cache is verified as it is copied,
     /// so a cache corrupted on disk is caught. Returns what it wrote.
-    async fn materialise(&self, w: &Wanted, progress: &Progress) -> Result<Written, StoreError> {
+    async fn materialise(
+        &self,
+        w: &Wanted,
+        written_at: SystemTime,
+        progress: &Progress,
+    ) -> Result<Written, StoreError> {
         // Two wanted files with the same content that the cache lacked are each fetched (the
         // pull does not group them), and each renames its own verified copy into place: either
         // copy is the object.
@@ -302,7 +323,7 @@ impl Store {
                 }
                 None => true,
             };
-            checkout(&cache, &root, &rel, &md5, verify)
+            checkout(&cache, &root, &rel, &md5, verify, written_at)
         })
         .await
         .map_err(anyhow::Error::from)??;
@@ -353,8 +374,16 @@ impl Store {
 
 /// Copies a cached object into the workspace through a temporary file, checking its md5 on the
 /// way when `verify` (a reflink or a plain copy otherwise, for an object verified moments ago).
-/// Returns the stat of the file it put in place, taken from the file itself just after.
-fn checkout(cache: &DvcCache, root: &Path, rel: &str, md5: &Md5, verify: bool) -> Result<StatKey, StoreError> {
+/// The file is given the modification time `written_at` ([`written_at`]); returns its stat, read
+/// from the file itself just after it was put in place, if that could be read.
+fn checkout(
+    cache: &DvcCache,
+    root: &Path,
+    rel: &str,
+    md5: &Md5,
+    verify: bool,
+    written_at: SystemTime,
+) -> Result<Option<Placed>, StoreError> {
     let cached = &cache.path(md5, false);
     let dest = root.join(rel);
     let dir = dest.parent().expect("workspace files have a parent");
@@ -379,10 +408,11 @@ fn checkout(cache: &DvcCache, root: &Path, rel: &str, md5: &Md5, verify: bool) -
     if verify {
         let src = std::fs::File::open(cached).map_err(anyhow::Error::from)?;
         let opened = src.metadata().map_err(anyhow::Error::from)?;
-        let (actual, _) = copy_hashing_into(src, tmp.as_file_mut(), &|_| {}).map_err(anyhow::Error::from)?;
+        let (actual, _) = copy_hashing_into(&src, tmp.as_file_mut(), &|_| {}).map_err(anyhow::Error::from)?;
         if actual != *md5 {
             // A corrupt cache object is removed, so the next pull downloads a good one; but not
-            // a good copy another pull may have renamed over it since it was opened.
+            // a good copy another pull may have renamed over it since it was opened (the file
+            // read is still open, so its inode cannot be reused meanwhile).
             use std::os::unix::fs::MetadataExt;
             let same = |m: std::fs::Metadata| m.ino() == opened.ino() && m.dev() == opened.dev();
             if std::fs::symlink_metadata(cached).is_ok_and(same) {
@@ -397,12 +427,15 @@ fn checkout(cache: &DvcCache, root: &Path, rel: &str, md5: &Md5, verify: bool) -
             });
         }
     }
+    tmp.as_file().set_modified(written_at).with_context(|| format!("cannot set the time of {rel}"))?;
     let placed = {
         let _changing = changing();
         tmp.persist(&dest).map_err(|e| anyhow::anyhow!("cannot write {rel}: {}", e.error))?
     };
-    // The rename changed its ctime: the stat that counts is the one after it.
-    Ok(StatKey::of(&placed.metadata().with_context(|| format!("cannot stat {rel}"))?))
+    // The rename changed its ctime: the stat that counts is the one after it. The file is in
+    // place and good either way; without its stat it is only hashed again next time.
+    let meta = placed.metadata().ok();
+    Ok(meta.and_then(|m| Some(Placed { stat: StatKey::of(&m), modified: m.modified().ok()? })))
 }
 
 fn backoff() -> ExponentialBuilder {
@@ -463,5 +496,33 @@ mod pointer_tests {
         write("slipway.toml");
         assert_eq!(super::find_pointers(dir.path()), ["data.dvc", "more/extra.dvc"]);
         assert_eq!(super::find_pointers(&dir.path().join("examples/tab")), ["data.dvc"]);
+    }
+}
+
+#[cfg(test)]
+mod checkout_tests {
+    use super::*;
+
+    /// A checkout is dated as the pull dates what it writes, and the stat it returns is the
+    /// workspace file's own, which is what lets the stat cache record it unread.
+    #[test]
+    fn a_checkout_returns_the_stat_of_the_file_in_place_dated_before_the_pull() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = DvcCache::new(root.path());
+        let bytes = b"text,label\nhello,1\n";
+        let md5 = Md5::of(bytes);
+        let tmp = cache.temp_path(&md5, false).unwrap();
+        std::fs::write(&tmp, bytes).unwrap();
+        cache.adopt(tmp, &md5, false).unwrap();
+        let written_at = written_at(SystemTime::now());
+        for (rel, verify) in [("data/fresh.csv", false), ("data/sub/verified.csv", true)] {
+            let placed = checkout(&cache, root.path(), rel, &md5, verify, written_at).unwrap().unwrap();
+            let meta = std::fs::symlink_metadata(root.path().join(rel)).unwrap();
+            assert_eq!(placed.stat, StatKey::of(&meta), "{rel}");
+            assert_eq!(std::fs::read(root.path().join(rel)).unwrap(), bytes, "{rel}");
+            let modified = meta.modified().unwrap();
+            assert!(modified <= written_at && modified > written_at - Duration::from_secs(2), "{rel}: {modified:?}");
+            assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o644, "{rel}");
+        }
     }
 }
