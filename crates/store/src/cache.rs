@@ -145,9 +145,6 @@ impl DvcCache {
 /// The md5 stat cache's file under `.slipway/`.
 pub const MD5_STAT_CACHE_FILE: &str = "md5-stat-cache.bin";
 
-/// At most this many threads hash workspace files at once.
-const HASH_THREADS: usize = 8;
-
 /// Workspace md5s, reused while a file's stat fields are unchanged.
 pub struct WorkspaceHashes {
     root: PathBuf,
@@ -200,32 +197,14 @@ impl WorkspaceHashes {
     }
 
     /// The md5s of many workspace files at once, in the order given: what the stat cache holds
-    /// is answered from it, and the files it cannot answer for are hashed on up to
-    /// [`HASH_THREADS`] threads (MD5 is serial within a file, so one core per file). The first
-    /// error, in the order given, is returned.
+    /// is answered from it, and the files it cannot answer for are hashed on rayon's pool, one
+    /// thread per core, as the engine hashes its inputs (MD5 is serial within a file). The
+    /// first error, in the order given, is returned.
     pub fn md5_many(&self, rels: &[&str]) -> Result<Vec<Option<Md5>>> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(HASH_THREADS).min(rels.len());
+        use rayon::prelude::*;
         let clock = OnceLock::new();
-        if threads <= 1 {
-            return rels.iter().map(|rel| self.md5_after(rel, &clock)).collect();
-        }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots: Vec<Mutex<Option<Result<Option<Md5>>>>> = rels.iter().map(|_| Mutex::new(None)).collect();
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(rel) = rels.get(i) else { break };
-                        *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(self.md5_after(rel, &clock));
-                    }
-                });
-            }
-        });
-        slots
-            .into_iter()
-            .map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every index was taken"))
-            .collect()
+        let found: Vec<Result<Option<Md5>>> = rels.par_iter().map(|rel| self.md5_after(rel, &clock)).collect();
+        found.into_iter().collect()
     }
 
     /// Records the md5s of workspace files Slipway has just written, without reading them back.

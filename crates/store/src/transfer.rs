@@ -277,8 +277,8 @@ impl Store {
     }
 
     /// The wanted files whose workspace copy is absent or different, read through the md5 stat
-    /// cache on the blocking pool (files it cannot answer for are hashed on up to one thread
-    /// per core), each marked with whether the cache holds its object.
+    /// cache on the blocking pool (files it cannot answer for are hashed on every core), each
+    /// marked with whether the cache holds its object.
     async fn not_up_to_date(&self, wanted: Vec<Wanted>) -> Result<Vec<Wanted>, StoreError> {
         let (hashes, cache) = (Arc::clone(&self.hashes), self.cache.clone());
         tokio::task::spawn_blocking(move || {
